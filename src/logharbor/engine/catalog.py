@@ -1,0 +1,235 @@
+"""The catalog: projects, logstores and shards, in SQLite.
+
+The catalog stores; the engine decides.  Every method is one transaction, and
+the database runs in WAL mode with ``synchronous=FULL`` so that a committed
+change survives a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..protocol.errors import ErrorCode, ServiceError
+from .types import LogstoreInfo, ProjectInfo, ShardInfo, ShardStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    create_time INTEGER NOT NULL,
+    update_time INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS logstores (
+    project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    uid TEXT NOT NULL UNIQUE,
+    ttl INTEGER NOT NULL,
+    auto_split INTEGER NOT NULL,
+    max_split_shard INTEGER NOT NULL,
+    create_time INTEGER NOT NULL,
+    update_time INTEGER NOT NULL,
+    PRIMARY KEY (project, name)
+);
+CREATE TABLE IF NOT EXISTS shards (
+    uid TEXT NOT NULL REFERENCES logstores(uid) ON DELETE CASCADE,
+    shard_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    begin_key TEXT NOT NULL,
+    end_key TEXT NOT NULL,
+    parents TEXT NOT NULL,
+    children TEXT NOT NULL,
+    create_time INTEGER NOT NULL,
+    PRIMARY KEY (uid, shard_id)
+);
+"""
+
+
+def _shard(row: sqlite3.Row) -> ShardInfo:
+    return ShardInfo(
+        shard_id=row["shard_id"],
+        status=ShardStatus(row["status"]),
+        begin_key=row["begin_key"],
+        end_key=row["end_key"],
+        create_time=row["create_time"],
+        parents=tuple(json.loads(row["parents"])),
+        children=tuple(json.loads(row["children"])),
+    )
+
+
+def _project(row: sqlite3.Row) -> ProjectInfo:
+    return ProjectInfo(row["name"], row["description"], row["create_time"], row["update_time"])
+
+
+class Catalog:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # ------------------------------------------------------------ projects
+
+    def insert_project(self, info: ProjectInfo) -> None:
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT INTO projects VALUES (?, ?, ?, ?)",
+                    (info.name, info.description, info.create_time, info.update_time),
+                )
+        except sqlite3.IntegrityError:
+            raise ServiceError(
+                ErrorCode.PROJECT_ALREADY_EXIST, f"project {info.name!r} already exists"
+            ) from None
+
+    def project(self, name: str) -> ProjectInfo:
+        rows = self._query("SELECT * FROM projects WHERE name = ?", name)
+        if not rows:
+            raise ServiceError(ErrorCode.PROJECT_NOT_EXIST, f"project {name!r} does not exist")
+        return _project(rows[0])
+
+    def projects(self, offset: int, size: int) -> tuple[list[ProjectInfo], int]:
+        total = self._query("SELECT count(*) FROM projects")[0][0]
+        rows = self._query("SELECT * FROM projects ORDER BY name LIMIT ? OFFSET ?", size, offset)
+        return [_project(r) for r in rows], int(total)
+
+    def update_project(self, name: str, description: str, now: int) -> None:
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE projects SET description = ?, update_time = ? WHERE name = ?",
+                (description, now, name),
+            )
+            if cur.rowcount == 0:
+                raise ServiceError(ErrorCode.PROJECT_NOT_EXIST, f"project {name!r} does not exist")
+
+    def delete_project(self, name: str) -> list[str]:
+        """Delete a project with its logstores; returns the uids of those logstores."""
+        with self.transaction() as db:
+            uids = [
+                r[0] for r in db.execute("SELECT uid FROM logstores WHERE project = ?", (name,))
+            ]
+            if db.execute("DELETE FROM projects WHERE name = ?", (name,)).rowcount == 0:
+                raise ServiceError(ErrorCode.PROJECT_NOT_EXIST, f"project {name!r} does not exist")
+        return uids
+
+    # ----------------------------------------------------------- logstores
+
+    def insert_logstore(self, info: LogstoreInfo, shards: list[ShardInfo]) -> None:
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT INTO logstores VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        info.project, info.name, info.uid, info.ttl, int(info.auto_split),
+                        info.max_split_shard, info.create_time, info.update_time,
+                    ),
+                )
+                for shard in shards:
+                    self._insert_shard(db, info.uid, shard)
+        except sqlite3.IntegrityError:
+            raise ServiceError(
+                ErrorCode.LOGSTORE_ALREADY_EXIST,
+                f"logstore {info.name!r} already exists in project {info.project!r}",
+            ) from None
+
+    @staticmethod
+    def _insert_shard(db: sqlite3.Connection, uid: str, shard: ShardInfo) -> None:
+        db.execute(
+            "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                uid, shard.shard_id, shard.status.value, shard.begin_key, shard.end_key,
+                json.dumps(list(shard.parents)), json.dumps(list(shard.children)),
+                shard.create_time,
+            ),
+        )
+
+    def _logstore(self, row: sqlite3.Row) -> LogstoreInfo:
+        writable = self._query(
+            "SELECT count(*) FROM shards WHERE uid = ? AND status = ?",
+            row["uid"], ShardStatus.READWRITE.value,
+        )[0][0]
+        return LogstoreInfo(
+            project=row["project"], name=row["name"], ttl=row["ttl"], shard_count=int(writable),
+            auto_split=bool(row["auto_split"]), max_split_shard=row["max_split_shard"],
+            create_time=row["create_time"], update_time=row["update_time"], uid=row["uid"],
+        )
+
+    def logstore(self, project: str, name: str) -> LogstoreInfo:
+        rows = self._query(
+            "SELECT * FROM logstores WHERE project = ? AND name = ?", project, name
+        )
+        if not rows:
+            self.project(project)
+            raise ServiceError(
+                ErrorCode.LOGSTORE_NOT_EXIST,
+                f"logstore {name!r} does not exist in project {project!r}",
+            )
+        return self._logstore(rows[0])
+
+    def all_logstores(self) -> list[LogstoreInfo]:
+        return [self._logstore(r) for r in self._query("SELECT * FROM logstores")]
+
+    def logstores(self, project: str, offset: int, size: int) -> tuple[list[LogstoreInfo], int]:
+        self.project(project)
+        total = self._query("SELECT count(*) FROM logstores WHERE project = ?", project)[0][0]
+        rows = self._query(
+            "SELECT * FROM logstores WHERE project = ? ORDER BY name LIMIT ? OFFSET ?",
+            project, size, offset,
+        )
+        return [self._logstore(r) for r in rows], int(total)
+
+    def update_logstore(self, info: LogstoreInfo) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE logstores SET ttl = ?, auto_split = ?, max_split_shard = ?, "
+                "update_time = ? WHERE uid = ?",
+                (info.ttl, int(info.auto_split), info.max_split_shard, info.update_time, info.uid),
+            )
+
+    def delete_logstore(self, uid: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM logstores WHERE uid = ?", (uid,))
+
+    # -------------------------------------------------------------- shards
+
+    def shards(self, uid: str) -> list[ShardInfo]:
+        rows = self._query("SELECT * FROM shards WHERE uid = ? ORDER BY shard_id", uid)
+        return [_shard(r) for r in rows]
+
+    def replace_shards(self, uid: str, retired: list[ShardInfo], created: list[ShardInfo]) -> None:
+        """Mark ``retired`` readonly (with their new children) and add ``created``."""
+        with self.transaction() as db:
+            for shard in retired:
+                db.execute(
+                    "UPDATE shards SET status = ?, children = ? WHERE uid = ? AND shard_id = ?",
+                    (shard.status.value, json.dumps(list(shard.children)), uid, shard.shard_id),
+                )
+            for shard in created:
+                self._insert_shard(db, uid, shard)

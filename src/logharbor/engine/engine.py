@@ -1,0 +1,453 @@
+"""The engine: every rule of LogHarbor, with no HTTP in it.
+
+Facades (the native API, and later the SLS, TLS and InLong ones) parse their
+protocol, authenticate, call the engine and render what it returns or the
+``ServiceError`` it raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..protocol.codec import MAX_HASH_KEY, format_hash_key, parse_hash_key
+from ..protocol.errors import ErrorCode, ServiceError
+from .catalog import Catalog
+from .commit import CommitLog, CommitStatistics
+from .ingest import Limits, PreparedGroup
+from .names import check_description, check_name
+from .runtime import LogstoreRuntime
+from .types import (
+    NANOS_PER_DAY,
+    NANOS_PER_SECOND,
+    Clock,
+    LogstoreInfo,
+    Nanos,
+    Position,
+    ProjectInfo,
+    PullResult,
+    PutResult,
+    ShardId,
+    ShardInfo,
+    ShardStatus,
+    wall_clock,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_SHARDS = 256
+MAX_TTL_DAYS = 3650
+MAX_PULL_COUNT = 1000
+DEFAULT_PULL_BYTES = 16 << 20
+MAX_PULL_BYTES = 64 << 20
+MAX_PAGE = 500
+
+CursorFrom = Literal["begin", "end"] | Nanos
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    data_dir: Path
+    limits: Limits = field(default_factory=Limits)
+    segment_bytes: int = 128 << 20
+    max_pending_bytes: int = 256 << 20
+    submit_timeout: float = 10.0
+    retention_interval: float = 60.0
+    durable: bool = True  # fsync before acknowledging; only tests of other parts turn it off
+    clock: Clock = wall_clock
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER, f"{name} must be an integer from {low} to {high}"
+        )
+    return value
+
+
+class Engine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.clock = config.clock
+        self.limits = config.limits
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._shards_dir = config.data_dir / "shards"
+        self._shards_dir.mkdir(exist_ok=True)
+        self.catalog = Catalog(config.data_dir / "catalog.db")
+        self._lock = threading.RLock()  # serialises resource changes
+        self._stores: dict[tuple[str, str], LogstoreRuntime] = {}
+        self._load()
+        self.commit = CommitLog(
+            clock=self.clock,
+            max_pending_bytes=config.max_pending_bytes,
+            submit_timeout=config.submit_timeout,
+        )
+        self._stopping = threading.Event()
+        self._retention = threading.Thread(
+            target=self._retention_loop, name="logharbor-retention", daemon=True
+        )
+        self._retention.start()
+
+    def _load(self) -> None:
+        kept = set()
+        for info in self.catalog.all_logstores():
+            self._stores[(info.project, info.name)] = self._open_runtime(info)
+            kept.add(info.uid)
+        for leftover in self._shards_dir.iterdir():  # a delete interrupted by a crash
+            if leftover.name not in kept:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    def _open_runtime(self, info: LogstoreInfo) -> LogstoreRuntime:
+        return LogstoreRuntime.open(
+            info, self.catalog.shards(info.uid), self._shards_dir / info.uid,
+            segment_bytes=self.config.segment_bytes, durable=self.config.durable,
+        )
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._retention.join()
+        self.commit.close()
+        with self._lock:
+            for runtime in self._stores.values():
+                runtime.close()
+            self._stores.clear()
+        self.catalog.close()
+
+    def _now_seconds(self) -> int:
+        return self.clock() // NANOS_PER_SECOND
+
+    # ------------------------------------------------------------ projects
+
+    def create_project(self, name: str, description: str = "") -> ProjectInfo:
+        now = self._now_seconds()
+        info = ProjectInfo(check_name("project", name), check_description(description), now, now)
+        self.catalog.insert_project(info)
+        return info
+
+    def get_project(self, name: str) -> ProjectInfo:
+        return self.catalog.project(name)
+
+    def list_projects(self, offset: int = 0, size: int = 100) -> tuple[list[ProjectInfo], int]:
+        return self.catalog.projects(
+            _check_int("offset", offset, 0, 1 << 31), _check_int("size", size, 0, MAX_PAGE)
+        )
+
+    def update_project(self, name: str, description: str) -> ProjectInfo:
+        self.catalog.update_project(name, check_description(description), self._now_seconds())
+        return self.catalog.project(name)
+
+    def delete_project(self, name: str) -> None:
+        with self._lock:
+            self.catalog.delete_project(name)
+            for key in [k for k in self._stores if k[0] == name]:
+                self._drop_runtime(self._stores.pop(key))
+
+    # ----------------------------------------------------------- logstores
+
+    def create_logstore(
+        self,
+        project: str,
+        name: str,
+        *,
+        ttl: int = 30,
+        shard_count: int = 2,
+        auto_split: bool = False,
+        max_split_shard: int = 64,
+    ) -> LogstoreInfo:
+        check_name("logstore", name)
+        _check_int("ttl", ttl, 1, MAX_TTL_DAYS)
+        _check_int("shard_count", shard_count, 1, MAX_SHARDS)
+        _check_int("max_split_shard", max_split_shard, 1, MAX_SHARDS)
+        if not isinstance(auto_split, bool):
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "auto_split must be a boolean")
+        now = self._now_seconds()
+        info = LogstoreInfo(
+            project=project, name=name, ttl=ttl, shard_count=shard_count, auto_split=auto_split,
+            max_split_shard=max_split_shard, create_time=now, update_time=now,
+            uid=uuid.uuid4().hex,
+        )
+        span = MAX_HASH_KEY + 1
+        shards = [
+            ShardInfo(
+                shard_id=i, status=ShardStatus.READWRITE,
+                begin_key=format_hash_key(i * span // shard_count),
+                end_key=format_hash_key((i + 1) * span // shard_count),
+                create_time=now,
+            )
+            for i in range(shard_count)
+        ]
+        with self._lock:
+            self.catalog.project(project)
+            self.catalog.insert_logstore(info, shards)
+            self._stores[(project, name)] = self._open_runtime(info)
+        return info
+
+    def get_logstore(self, project: str, name: str) -> LogstoreInfo:
+        return self.catalog.logstore(project, name)
+
+    def list_logstores(
+        self, project: str, offset: int = 0, size: int = 100
+    ) -> tuple[list[LogstoreInfo], int]:
+        return self.catalog.logstores(
+            project, _check_int("offset", offset, 0, 1 << 31),
+            _check_int("size", size, 0, MAX_PAGE),
+        )
+
+    def update_logstore(
+        self,
+        project: str,
+        name: str,
+        *,
+        ttl: int | None = None,
+        auto_split: bool | None = None,
+        max_split_shard: int | None = None,
+    ) -> LogstoreInfo:
+        with self._lock:
+            info = self.catalog.logstore(project, name)
+            if ttl is not None:
+                _check_int("ttl", ttl, 1, MAX_TTL_DAYS)
+            if max_split_shard is not None:
+                _check_int("max_split_shard", max_split_shard, 1, MAX_SHARDS)
+            if auto_split is not None and not isinstance(auto_split, bool):
+                raise ServiceError(ErrorCode.INVALID_PARAMETER, "auto_split must be a boolean")
+            updated = LogstoreInfo(
+                project=project, name=name,
+                ttl=info.ttl if ttl is None else ttl,
+                shard_count=info.shard_count,
+                auto_split=info.auto_split if auto_split is None else auto_split,
+                max_split_shard=info.max_split_shard if max_split_shard is None
+                else max_split_shard,
+                create_time=info.create_time, update_time=self._now_seconds(), uid=info.uid,
+            )
+            self.catalog.update_logstore(updated)
+            self._stores[(project, name)].info = updated
+            return updated
+
+    def delete_logstore(self, project: str, name: str) -> None:
+        with self._lock:
+            info = self.catalog.logstore(project, name)
+            self.catalog.delete_logstore(info.uid)
+            self._drop_runtime(self._stores.pop((project, name)))
+
+    def _drop_runtime(self, runtime: LogstoreRuntime) -> None:
+        self.commit.run(runtime.close)
+        shutil.rmtree(runtime.directory, ignore_errors=True)
+
+    def _runtime(self, project: str, logstore: str) -> LogstoreRuntime:
+        runtime = self._stores.get((project, logstore))
+        if runtime is None:
+            self.catalog.logstore(project, logstore)  # raises the precise not-found error
+            raise ServiceError(ErrorCode.LOGSTORE_NOT_EXIST, f"logstore {logstore!r} not found")
+        return runtime
+
+    # -------------------------------------------------------------- shards
+
+    def list_shards(self, project: str, logstore: str) -> list[ShardInfo]:
+        return self.catalog.shards(self._runtime(project, logstore).info.uid)
+
+    def _shard_info(self, uid: str, shard_id: ShardId) -> ShardInfo:
+        for shard in self.catalog.shards(uid):
+            if shard.shard_id == shard_id:
+                return shard
+        raise ServiceError(ErrorCode.SHARD_NOT_EXIST, f"shard {shard_id} does not exist")
+
+    def split_shard(
+        self, project: str, logstore: str, shard_id: ShardId, split_key: str
+    ) -> list[ShardInfo]:
+        """Split a readwrite shard at ``split_key``: it becomes readonly and two new
+        readwrite shards take ``[begin, split_key)`` and ``[split_key, end)``."""
+        with self._lock:
+            runtime = self._runtime(project, logstore)
+            parent = self._writable_shard(runtime, shard_id)
+            key = parse_hash_key(split_key)
+            if not parse_hash_key(parent.begin_key) < key < parse_hash_key(parent.end_key):
+                raise ServiceError(
+                    ErrorCode.INVALID_PARAMETER,
+                    f"split key {split_key} is not inside shard {shard_id}'s range "
+                    f"[{parent.begin_key}, {parent.end_key})",
+                )
+            left, right = self._new_ids(runtime, retiring=1, creating=2)
+            now = self._now_seconds()
+            children = [
+                ShardInfo(left, ShardStatus.READWRITE, parent.begin_key, format_hash_key(key),
+                          now, parents=(shard_id,)),
+                ShardInfo(right, ShardStatus.READWRITE, format_hash_key(key), parent.end_key,
+                          now, parents=(shard_id,)),
+            ]
+            retired = [_retire(parent, (left, right))]
+            return self._replace_shards(runtime, retired, children)
+
+    def merge_shard(self, project: str, logstore: str, shard_id: ShardId) -> list[ShardInfo]:
+        """Merge a readwrite shard with the readwrite shard that follows it in hash order."""
+        with self._lock:
+            runtime = self._runtime(project, logstore)
+            first = self._writable_shard(runtime, shard_id)
+            following = [
+                s for s in self.catalog.shards(runtime.info.uid)
+                if s.status is ShardStatus.READWRITE and s.begin_key == first.end_key
+            ]
+            if not following:
+                raise ServiceError(
+                    ErrorCode.INVALID_PARAMETER,
+                    f"shard {shard_id} has no adjacent readwrite shard after it to merge with",
+                )
+            second = following[0]
+            (merged_id,) = self._new_ids(runtime, retiring=2, creating=1)
+            merged = ShardInfo(
+                merged_id, ShardStatus.READWRITE, first.begin_key, second.end_key,
+                self._now_seconds(), parents=(first.shard_id, second.shard_id),
+            )
+            retired = [_retire(first, (merged_id,)), _retire(second, (merged_id,))]
+            return self._replace_shards(runtime, retired, [merged])
+
+    def _writable_shard(self, runtime: LogstoreRuntime, shard_id: ShardId) -> ShardInfo:
+        shard = self._shard_info(runtime.info.uid, shard_id)
+        if shard.status is not ShardStatus.READWRITE:
+            raise ServiceError(ErrorCode.SHARD_READ_ONLY, f"shard {shard_id} is readonly")
+        return shard
+
+    def _new_ids(
+        self, runtime: LogstoreRuntime, *, retiring: int, creating: int
+    ) -> list[ShardId]:
+        shards = self.catalog.shards(runtime.info.uid)
+        writable = sum(1 for s in shards if s.status is ShardStatus.READWRITE)
+        if writable - retiring + creating > MAX_SHARDS:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                f"a logstore may have at most {MAX_SHARDS} readwrite shards",
+            )
+        top = max(s.shard_id for s in shards)
+        return [top + 1 + i for i in range(creating)]
+
+    def _replace_shards(
+        self, runtime: LogstoreRuntime, retired: list[ShardInfo], created: list[ShardInfo]
+    ) -> list[ShardInfo]:
+        for shard in created:
+            runtime.add_shard(
+                shard, segment_bytes=self.config.segment_bytes, durable=self.config.durable
+            )
+        self.catalog.replace_shards(runtime.info.uid, retired, created)
+        shards = self.catalog.shards(runtime.info.uid)
+
+        def apply() -> None:  # on the commit thread: the next append sees the new routes
+            for shard in retired:
+                runtime.shards[shard.shard_id].set_readonly()
+            runtime.set_routes(shards)
+
+        self.commit.run(apply)
+        runtime.info = self.catalog.logstore(runtime.info.project, runtime.info.name)
+        return retired + created
+
+    # ---------------------------------------------------------------- data
+
+    def put(
+        self, project: str, logstore: str, group: PreparedGroup, hash_key: str | None = None
+    ) -> Future[PutResult]:
+        """Queue a validated log group; the future resolves once it is durable."""
+        key = parse_hash_key(hash_key) if hash_key else None
+        return self.commit.append(self._runtime(project, logstore), group, key)
+
+    def shard_status(self, project: str, logstore: str, shard_id: ShardId) -> ShardStatus:
+        shard = self._runtime(project, logstore).shard(shard_id)
+        return ShardStatus.READONLY if shard.readonly else ShardStatus.READWRITE
+
+    def cursor(
+        self, project: str, logstore: str, shard_id: ShardId, at: CursorFrom
+    ) -> Position:
+        """The position at ``begin``, at ``end``, or of the first log group received
+        at or after the time ``at`` (nanoseconds)."""
+        shard = self._runtime(project, logstore).shard(shard_id)
+        if at == "begin":
+            return shard.begin
+        if at == "end":
+            return shard.end
+        if not isinstance(at, int) or isinstance(at, bool):
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "from must be begin, end or a time")
+        return shard.position_at(at)
+
+    def pull(
+        self,
+        project: str,
+        logstore: str,
+        shard_id: ShardId,
+        position: Position,
+        *,
+        count: int = 100,
+        max_bytes: int = DEFAULT_PULL_BYTES,
+        stop: Position | None = None,
+    ) -> PullResult:
+        _check_int("count", count, 1, MAX_PULL_COUNT)
+        _check_int("max_bytes", max_bytes, 1, MAX_PULL_BYTES)
+        shard = self._runtime(project, logstore).shard(shard_id)
+        if stop is not None:
+            shard.clamp(stop)
+        return shard.read(position, count=count, max_bytes=max_bytes, stop=stop)
+
+    def cursor_time(
+        self, project: str, logstore: str, shard_id: ShardId, position: Position
+    ) -> Nanos:
+        """The receive time of the log group at ``position`` (for the end cursor, of the
+        last log group; for an empty shard, now)."""
+        shard = self._runtime(project, logstore).shard(shard_id)
+        shard.clamp(position)
+        received = shard.received_at(position)
+        return self.clock() if received is None else received
+
+    def add_waiter(
+        self, project: str, logstore: str, shard_id: ShardId, position: Position,
+        wake: Callable[[], None],
+    ) -> Callable[[], None] | None:
+        """Call ``wake`` (from the commit thread; keep it cheap) once data past
+        ``position`` is visible.  Returns a function that cancels the wait, or None
+        when data is already there and ``wake`` will not be called."""
+        shard = self._runtime(project, logstore).shard(shard_id)
+        if not shard.add_waiter(position, wake):
+            return None
+        return lambda: shard.remove_waiter(wake)
+
+    # ----------------------------------------------------------- retention
+
+    def run_retention(self) -> int:
+        """Drop data older than each logstore's TTL; returns the log groups dropped."""
+        now = self.clock()
+        with self._lock:
+            stores = list(self._stores.values())
+
+        def drop() -> int:
+            dropped = 0
+            for runtime in stores:
+                if runtime.deleted:
+                    continue
+                cutoff = now - runtime.info.ttl * NANOS_PER_DAY
+                for shard in runtime.shards.values():
+                    dropped += shard.drop_expired(cutoff)
+            return dropped
+
+        dropped: int = self.commit.run(drop)
+        if dropped:
+            log.info("retention dropped %d log groups", dropped)
+        return dropped
+
+    def _retention_loop(self) -> None:
+        while not self._stopping.wait(self.config.retention_interval):
+            try:
+                self.run_retention()
+            except Exception:
+                log.exception("retention pass failed")
+
+    def statistics(self) -> CommitStatistics:
+        return self.commit.statistics()
+
+
+def _retire(shard: ShardInfo, children: tuple[ShardId, ...]) -> ShardInfo:
+    return ShardInfo(
+        shard.shard_id, ShardStatus.READONLY, shard.begin_key, shard.end_key, shard.create_time,
+        parents=shard.parents, children=children,
+    )

@@ -1,0 +1,156 @@
+"""Turning a request body into a log group ready to store, or a clear error.
+
+Everything is checked before anything is stored: the compression, the sizes
+(declared and actual, against the limits), and the protobuf itself.  The
+stored payload is the sender's lz4 or zstd bytes as they came; other bodies
+are stored lz4-compressed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from ..protocol.codec import Compression, compress, decompress
+from ..protocol.errors import ErrorCode, ServiceError
+from ..protocol.schema import LogGroup, RawLogGroup
+
+NANOS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Request size limits; a body over them is refused with 413."""
+
+    max_body_bytes: int = 10 << 20
+    max_raw_bytes: int = 50 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedGroup:
+    payload: bytes
+    compression: Compression
+    raw_size: int
+    log_count: int
+
+
+def prepare_protobuf(
+    body: bytes, compression: Compression, raw_size: int | None, limits: Limits
+) -> PreparedGroup:
+    """Validate a protobuf ``LogGroup`` body (compressed or not) for storage."""
+    if len(body) > limits.max_body_bytes:
+        raise ServiceError(
+            ErrorCode.BODY_TOO_LARGE,
+            f"body of {len(body)} bytes exceeds the limit of {limits.max_body_bytes}",
+        )
+    raw = decompress(body, compression, raw_size=raw_size, max_raw_size=limits.max_raw_bytes)
+    log_count = _validate(raw)
+    if compression in (Compression.LZ4, Compression.ZSTD):
+        return PreparedGroup(body, compression, len(raw), log_count)
+    return PreparedGroup(compress(raw, Compression.LZ4), Compression.LZ4, len(raw), log_count)
+
+
+def _validate(raw: bytes) -> int:
+    group = RawLogGroup()
+    try:
+        group.ParseFromString(raw)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ServiceError(ErrorCode.INVALID_LOG_GROUP, f"malformed LogGroup protobuf: {exc}")
+    if not group.IsInitialized():
+        missing = ", ".join(group.FindInitializationErrors()[:5])
+        raise ServiceError(
+            ErrorCode.INVALID_LOG_GROUP, f"LogGroup is missing required fields: {missing}"
+        )
+    count = len(group.Logs)
+    if count == 0:
+        raise ServiceError(ErrorCode.INVALID_LOG_GROUP, "LogGroup has no logs")
+    return count
+
+
+def prepare_json(document: Any, limits: Limits) -> PreparedGroup:
+    """Validate a JSON log group and store it as an lz4-compressed protobuf.
+
+    Shape: ``{"topic": str, "source": str, "tags": {str: str}, "logs": [log, ...]}``
+    where a log is ``{"time": seconds (int or float) | "time_ns": int,
+    "contents": {key: value} | [[key, value], ...]}``; a log without a time
+    gets the server's receive time.  Values that are not strings are stored
+    as their JSON text.
+    """
+    if not isinstance(document, Mapping):
+        raise _json_error("the body must be a JSON object")
+    logs = document.get("logs")
+    if not isinstance(logs, list) or not logs:
+        raise _json_error("'logs' must be a non-empty list")
+    group = LogGroup()
+    for key in ("topic", "source"):
+        value = document.get(key)
+        if value is not None:
+            if not isinstance(value, str):
+                raise _json_error(f"'{key}' must be a string")
+            setattr(group, key.capitalize(), value)
+    tags = document.get("tags") or {}
+    for tag_key, tag_value in _pairs(tags, "tags"):
+        group.LogTags.add(Key=tag_key, Value=tag_value)
+    now = time.time_ns()
+    for index, log in enumerate(logs):
+        if not isinstance(log, Mapping):
+            raise _json_error(f"logs[{index}] must be an object")
+        time_ns = _log_time(log, index, now)
+        entry = group.Logs.add(Time=time_ns // NANOS, Time_ns=time_ns % NANOS)
+        for key, value in _pairs(log.get("contents") or {}, f"logs[{index}].contents"):
+            entry.Contents.add(Key=key, Value=value)
+    raw = group.SerializeToString()
+    if len(raw) > limits.max_raw_bytes:
+        raise ServiceError(
+            ErrorCode.RAW_SIZE_TOO_LARGE,
+            f"log group of {len(raw)} bytes exceeds the limit of {limits.max_raw_bytes}",
+        )
+    return PreparedGroup(compress(raw, Compression.LZ4), Compression.LZ4, len(raw), len(logs))
+
+
+def _log_time(log: Mapping[str, Any], index: int, now: int) -> int:
+    if "time_ns" in log:
+        value = log["time_ns"]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _json_error(f"logs[{index}].time_ns must be an integer")
+        time_ns = value
+    elif "time" in log:
+        value = log["time"]
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise _json_error(f"logs[{index}].time must be a number of seconds")
+        time_ns = int(value) * NANOS if isinstance(value, int) else int(value * NANOS)
+    else:
+        return now
+    if not 0 <= time_ns < (1 << 32) * NANOS:
+        raise _json_error(f"logs[{index}] has a time outside the supported range")
+    return time_ns
+
+
+def _pairs(value: Any, where: str) -> list[tuple[str, str]]:
+    items: Sequence[Any]
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise _json_error(f"'{where}' must be an object or a list of [key, value] pairs")
+    pairs = []
+    for item in items:
+        if not isinstance(item, list | tuple) or len(item) != 2 or not isinstance(item[0], str):
+            raise _json_error(f"'{where}' must hold [key, value] pairs with string keys")
+        key, val = item
+        pairs.append((key, val if isinstance(val, str) else _json_text(val)))
+    return pairs
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_error(message: str) -> ServiceError:
+    return ServiceError(ErrorCode.INVALID_BODY, f"invalid JSON log group: {message}")

@@ -1,0 +1,424 @@
+"""The shard log: an append-only sequence of log groups stored in segment files.
+
+Layout: one directory per shard holding segment files named by the position of
+their first record (``00000000000000000042.log``).  A record is exactly the
+frame the pull API sends (``logharbor.protocol.codec``: CRC-32, lengths,
+position, receive time, raw size, log count, compression, payload), so a pull
+is one ``pread`` of consecutive records.
+
+Concurrency: one writer, the engine's commit thread, calls every mutating
+method (``write``, ``sync``, ``publish``, ``roll``, ``drop_expired``,
+``close``).  Readers call ``read``, ``position_at`` and ``received_at`` from
+any thread; they see only records up to ``committed``, the end of the data
+that has been made durable.
+
+Recovery: on open every record of the newest segment is checked against its
+checksum and the file is cut at the first torn or corrupt record; older
+segments were sealed after a sync, so only their headers are read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+import threading
+import zlib
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..protocol.codec import FRAME_HEADER, FRAME_HEADER_SIZE, Compression, encode_frame
+from ..protocol.errors import ErrorCode, ServiceError
+from .types import Nanos, Position, PullResult
+
+SEGMENT_SUFFIX = ".log"
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(eq=False)
+class Segment:
+    base: Position
+    path: Path
+    offsets: array[int] = field(default_factory=lambda: array("Q"))
+    received: array[int] = field(default_factory=lambda: array("q"))
+    size: int = 0
+    fd: int | None = None  # open for appending while this is the active segment
+    dirty: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.offsets)
+
+    def record_end(self, index: int, size: int) -> int:
+        """End offset of record ``index``; ``size`` is the segment size read with it."""
+        return self.offsets[index + 1] if index + 1 < len(self.offsets) else size
+
+
+def _segment_path(directory: Path, base: Position) -> Path:
+    return directory / f"{base:020d}{SEGMENT_SUFFIX}"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ShardLog:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 128 << 20,
+        durable: bool = True,
+        readonly: bool = False,
+    ) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.durable = durable
+        self.readonly = readonly
+        self.closed = False
+        self._lock = threading.Lock()
+        self._segments: list[Segment] = []
+        self._next: Position = 0  # position of the next record written
+        self._committed: Position = 0  # end of the durable, visible records
+        self._last_received: Nanos = 0
+        self._waiters: list[Callable[[], None]] = []
+        self._new_dir_entry = False
+        self._open()
+
+    # ------------------------------------------------------------ recovery
+
+    def _open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        bases = sorted(
+            int(p.name[: -len(SEGMENT_SUFFIX)])
+            for p in self.directory.glob(f"*{SEGMENT_SUFFIX}")
+            if p.name[: -len(SEGMENT_SUFFIX)].isdigit()
+        )
+        for i, base in enumerate(bases):
+            segment = Segment(base, _segment_path(self.directory, base))
+            self._scan(segment, verify=i == len(bases) - 1)
+            self._segments.append(segment)
+        if self._segments:
+            last = self._segments[-1]
+            self._next = last.base + last.count
+            for segment in reversed(self._segments):
+                if segment.count:
+                    self._last_received = segment.received[-1]
+                    break
+        self._committed = self._next
+
+    def _scan(self, segment: Segment, *, verify: bool) -> None:
+        """Index a segment's records; cut a torn or corrupt tail off the newest one."""
+        good_end = 0
+        with open(segment.path, "rb", buffering=0) as f:
+            file_size = os.fstat(f.fileno()).st_size
+            offset = 0
+            while offset + FRAME_HEADER_SIZE <= file_size:
+                header = os.pread(f.fileno(), FRAME_HEADER_SIZE, offset)
+                crc, length, position, received, _raw, _logs, comp = FRAME_HEADER.unpack(header)
+                end = offset + FRAME_HEADER_SIZE + length
+                expected = segment.base + segment.count
+                if end > file_size or position != expected or comp > max(Compression):
+                    break
+                if verify and not self._crc_ok(f.fileno(), offset, end, crc):
+                    break
+                segment.offsets.append(offset)
+                segment.received.append(received)
+                offset = good_end = end
+        if good_end != file_size:
+            if not verify:
+                raise ServiceError(
+                    ErrorCode.INTERNAL, f"corrupt sealed segment {segment.path} at {good_end}"
+                )
+            os.truncate(segment.path, good_end)
+        segment.size = good_end
+
+    @staticmethod
+    def _crc_ok(fd: int, start: int, end: int, expected: int) -> bool:
+        crc = 0
+        pos = start + 4
+        while pos < end:
+            chunk = os.pread(fd, min(_READ_CHUNK, end - pos), pos)
+            if not chunk:
+                return False
+            crc = zlib.crc32(chunk, crc)
+            pos += len(chunk)
+        return crc == expected
+
+    # ------------------------------------------------------ writer (commit thread)
+
+    def write(
+        self, payload: bytes, *, raw_size: int, log_count: int, compression: Compression,
+        received: Nanos,
+    ) -> Position:
+        """Append one log group; durable and visible only after ``sync`` and ``publish``."""
+        if self.closed:
+            raise ServiceError(ErrorCode.LOGSTORE_NOT_EXIST, "the logstore was deleted")
+        if self.readonly:
+            raise ServiceError(ErrorCode.SHARD_READ_ONLY, "shard is readonly")
+        segment = self._writable_segment()
+        received = max(received, self._last_received)
+        position = self._next
+        record = encode_frame(position, received, raw_size, log_count, compression, payload)
+        assert segment.fd is not None
+        try:
+            written = 0
+            while written < len(record):
+                written += os.pwrite(segment.fd, record[written:], segment.size + written)
+        except OSError as exc:
+            os.ftruncate(segment.fd, segment.size)
+            raise ServiceError(ErrorCode.SERVER_BUSY, f"storage write failed: {exc}") from None
+        with self._lock:
+            segment.offsets.append(segment.size)
+            segment.received.append(received)
+            segment.size += len(record)
+            segment.dirty = True
+            self._next = position + 1
+            self._last_received = received
+        return position
+
+    def _writable_segment(self) -> Segment:
+        active = self._segments[-1] if self._segments else None
+        if active is None or active.fd is None or active.size >= self.segment_bytes:
+            active = self.roll()
+        return active
+
+    def roll(self) -> Segment:
+        """Seal the active segment and start a new, empty one at the current end."""
+        previous = self._segments[-1] if self._segments else None
+        if previous is not None and previous.count == 0 and previous.fd is not None:
+            return previous
+        path = _segment_path(self.directory, self._next)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        segment = Segment(self._next, path, fd=fd)
+        if os.fstat(fd).st_size:  # an empty file left by an earlier roll: reuse it
+            os.ftruncate(fd, 0)
+        with self._lock:
+            if previous is not None and previous.count == 0:
+                self._segments.pop()
+            self._segments.append(segment)
+        self._new_dir_entry = True
+        if previous is not None and previous.fd is not None and not previous.dirty:
+            os.close(previous.fd)
+            previous.fd = None
+        return segment
+
+    def sync(self) -> None:
+        """Make every written record durable (one fdatasync per dirty segment)."""
+        with self._lock:
+            dirty = [s for s in self._segments if s.dirty]
+        for segment in dirty:
+            if segment.fd is None:
+                continue
+            if self.durable:
+                os.fdatasync(segment.fd)
+            segment.dirty = False
+            if segment is not self._segments[-1]:
+                os.close(segment.fd)
+                segment.fd = None
+        if self._new_dir_entry:
+            if self.durable:
+                _fsync_dir(self.directory)
+            self._new_dir_entry = False
+
+    def publish(self) -> None:
+        """Make synced records visible to readers and wake those waiting for data."""
+        with self._lock:
+            self._committed = self._next
+            waiters, self._waiters = self._waiters, []
+        for wake in waiters:
+            wake()
+
+    def set_readonly(self) -> Position:
+        self.readonly = True
+        return self._next
+
+    def drop_expired(self, cutoff: Nanos) -> int:
+        """Delete the segments whose every record was received before ``cutoff``.
+
+        The newest segment is sealed first if it has expired too, so that an
+        empty segment keeps the shard's end position across restarts.
+        Returns how many records were dropped.
+        """
+        with self._lock:
+            segments = list(self._segments)
+        if not segments:
+            return 0
+        newest = segments[-1]
+        if newest.count and newest.received[-1] < cutoff and not newest.dirty:
+            self.roll()
+            if self.readonly:
+                self._close_active()
+            with self._lock:
+                segments = list(self._segments)
+        dropped: list[Segment] = []
+        for segment in segments[:-1]:
+            if segment.count and segment.received[-1] < cutoff and not segment.dirty:
+                dropped.append(segment)
+            else:
+                break
+        if not dropped:
+            return 0
+        with self._lock:
+            del self._segments[: len(dropped)]
+        for segment in dropped:
+            if segment.fd is not None:
+                os.close(segment.fd)
+                segment.fd = None
+            segment.path.unlink(missing_ok=True)
+        if self.durable:
+            _fsync_dir(self.directory)
+        return sum(s.count for s in dropped)
+
+    def _close_active(self) -> None:
+        active = self._segments[-1]
+        if active.fd is not None and not active.dirty:
+            if self.durable:
+                os.fsync(active.fd)
+                _fsync_dir(self.directory)
+            self._new_dir_entry = False
+            os.close(active.fd)
+            active.fd = None
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            segments = list(self._segments)
+            waiters, self._waiters = self._waiters, []
+        for segment in segments:
+            if segment.fd is not None:
+                if segment.dirty and self.durable:
+                    os.fdatasync(segment.fd)
+                os.close(segment.fd)
+                segment.fd = None
+        for wake in waiters:
+            wake()
+
+    # ------------------------------------------------------------- readers
+
+    @property
+    def begin(self) -> Position:
+        """The first position still kept (retention moves it forward)."""
+        with self._lock:
+            return self._segments[0].base if self._segments else self._committed
+
+    @property
+    def end(self) -> Position:
+        """One past the last durable record."""
+        return self._committed
+
+    def add_waiter(self, position: Position, wake: Callable[[], None]) -> bool:
+        """Call ``wake`` once data past ``position`` is visible; False if it already is."""
+        with self._lock:
+            if self._committed > position or self.closed:
+                return False
+            self._waiters.append(wake)
+            return True
+
+    def remove_waiter(self, wake: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._waiters.remove(wake)
+
+    def clamp(self, position: Position) -> Position:
+        """Positions before the kept data move to the oldest kept log group."""
+        if position > self._committed:
+            raise ServiceError(
+                ErrorCode.INVALID_CURSOR,
+                f"cursor position {position} is past the shard's end {self._committed}",
+            )
+        return max(position, self.begin)
+
+    def read(
+        self, start: Position, *, count: int, max_bytes: int, stop: Position | None = None
+    ) -> PullResult:
+        """Up to ``count`` records (and about ``max_bytes``) from ``start``, as stored."""
+        for _ in range(8):  # retention may delete a segment between snapshot and open
+            try:
+                return self._read_once(start, count, max_bytes, stop)
+            except FileNotFoundError:
+                continue
+        raise ServiceError(ErrorCode.SERVER_BUSY, "shard data is being compacted; try again")
+
+    def _read_once(
+        self, start: Position, count: int, max_bytes: int, stop: Position | None
+    ) -> PullResult:
+        with self._lock:
+            segments = list(self._segments)
+            sizes = [s.size for s in segments]
+            committed = self._committed
+        start = self.clamp(start)
+        bases = [s.base for s in segments]
+        limit = min(start + count, committed)
+        if stop is not None:
+            limit = min(limit, max(stop, start))
+        chunks: list[bytes] = []
+        total = 0
+        position = start
+        while position < limit:
+            index = bisect.bisect_right(bases, position) - 1
+            segment, size = segments[index], sizes[index]
+            first = position - segment.base
+            last = min(limit - segment.base, segment.count)  # exclusive
+            begin_offset = segment.offsets[first]
+            end_index = first + 1
+            while (
+                end_index < last
+                and total + segment.record_end(end_index, size) - begin_offset <= max_bytes
+            ):
+                end_index += 1
+            end_offset = segment.record_end(end_index - 1, size)
+            with open(segment.path, "rb", buffering=0) as f:
+                data = os.pread(f.fileno(), end_offset - begin_offset, begin_offset)
+            if len(data) != end_offset - begin_offset:
+                raise ServiceError(ErrorCode.INTERNAL, f"short read in {segment.path}")
+            chunks.append(data)
+            total += len(data)
+            position = segment.base + end_index
+            if total >= max_bytes:
+                break
+        frames = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        log_count = raw_size = 0
+        offset = 0
+        while offset < len(frames):
+            _crc, length, _pos, _recv, raw, logs, _comp = FRAME_HEADER.unpack_from(frames, offset)
+            raw_size += raw
+            log_count += logs
+            offset += FRAME_HEADER_SIZE + length
+        return PullResult(
+            frames=frames,
+            group_count=position - start,
+            log_count=log_count,
+            raw_size=raw_size,
+            next_position=position,
+            end_position=committed,
+        )
+
+    def position_at(self, received: Nanos) -> Position:
+        """The first record received at or after ``received`` (the end if none)."""
+        with self._lock:
+            segments = list(self._segments)
+            committed = self._committed
+        for segment in segments:
+            visible = min(segment.count, committed - segment.base)
+            if visible > 0 and segment.received[visible - 1] >= received:
+                return segment.base + bisect.bisect_left(segment.received, received, 0, visible)
+        return committed
+
+    def received_at(self, position: Position) -> Nanos | None:
+        """The receive time of the record at ``position``; for the end, of the last record."""
+        with self._lock:
+            segments = list(self._segments)
+            committed = self._committed
+        position = min(max(position, segments[0].base if segments else committed), committed)
+        if position == committed:
+            position -= 1
+        for segment in reversed(segments):
+            if segment.base <= position < segment.base + segment.count:
+                return int(segment.received[position - segment.base])
+        return None

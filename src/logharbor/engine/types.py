@@ -1,0 +1,75 @@
+"""The engine's shared vocabulary, named once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+ShardId = int
+Position = int  # index of a log group within its shard; a cursor encodes it
+Nanos = int  # nanoseconds since the epoch
+Clock = Callable[[], Nanos]
+
+NANOS_PER_SECOND = 1_000_000_000
+NANOS_PER_DAY = 86_400 * NANOS_PER_SECOND
+
+
+def wall_clock() -> Nanos:
+    return time.time_ns()
+
+
+class ShardStatus(str, Enum):
+    READWRITE = "readwrite"
+    READONLY = "readonly"
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectInfo:
+    name: str
+    description: str
+    create_time: int  # seconds
+    update_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogstoreInfo:
+    project: str
+    name: str
+    ttl: int  # days
+    shard_count: int  # readwrite shards
+    auto_split: bool
+    max_split_shard: int
+    create_time: int
+    update_time: int
+    uid: str = field(repr=False, default="")
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    shard_id: ShardId
+    status: ShardStatus
+    begin_key: str  # inclusive, 32 hex digits
+    end_key: str  # exclusive, 32 hex digits
+    create_time: int
+    parents: tuple[ShardId, ...] = ()
+    children: tuple[ShardId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    shard_id: ShardId
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    """Stored frames (see ``logharbor.protocol.codec``) and where to go next."""
+
+    frames: bytes
+    group_count: int
+    log_count: int
+    raw_size: int
+    next_position: Position
+    end_position: Position  # the shard's end when the pull was served
