@@ -1,0 +1,103 @@
+"""The LogHarbor ASGI application: one engine, the native API, health and metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..engine import Engine, EngineConfig, Limits
+from ..protocol.errors import ErrorCode, ServiceError
+from .auth import AccessKeyStore, Authenticator
+from .config import ServerConfig
+from .http import error_response, new_request_id
+from .metrics import Metrics
+from .native import PREFIX, NativeAPI
+from .openapi import openapi_document
+
+
+@dataclass
+class Server:
+    """Everything one running server holds."""
+
+    config: ServerConfig
+    engine: Engine
+    keys: AccessKeyStore
+    app: Starlette
+
+
+class _Timing:
+    """Stamp each request's start so that latency metrics cover the whole handler."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["logharbor.started"] = time.perf_counter()
+        await self.app(scope, receive, send)
+
+
+def build_server(config: ServerConfig) -> Server:
+    engine = Engine(
+        EngineConfig(
+            data_dir=config.data_dir,
+            limits=Limits(max_body_bytes=config.max_body_bytes, max_raw_bytes=config.max_raw_bytes),
+            segment_bytes=config.segment_bytes,
+            max_pending_bytes=config.max_pending_bytes,
+            retention_interval=config.retention_interval,
+        )
+    )
+    keys = AccessKeyStore(config.data_dir)
+    authenticator = (
+        Authenticator(keys, skew_seconds=config.clock_skew_seconds) if config.auth else None
+    )
+    metrics = Metrics(engine)
+    native = NativeAPI(engine, authenticator, metrics.observe)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        error = ServiceError(ErrorCode.NOT_FOUND, f"no such resource: {request.url.path}")
+        return error_response(error, new_request_id())
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        error = ServiceError(ErrorCode.METHOD_NOT_ALLOWED, f"{request.method} is not allowed")
+        return error_response(error, new_request_id())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            engine.close()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route(PREFIX + "/openapi.json", openapi, methods=["GET"]),
+            *native.routes(),
+        ],
+        exception_handlers={404: not_found, 405: method_not_allowed},
+        lifespan=lifespan,
+    )
+    app.add_middleware(_Timing)
+    return Server(config, engine, keys, app)
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    return build_server(config).app

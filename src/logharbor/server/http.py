@@ -1,0 +1,154 @@
+"""What every facade needs from HTTP: bounded body reading, request ids, error
+rendering and an endpoint wrapper that never lets an exception become anything
+but a well-formed error answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import QueryParams
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from ..protocol.errors import ErrorCode, ServiceError
+
+log = logging.getLogger("logharbor.server")
+
+REQUEST_ID_HEADER = "x-lh-request-id"
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(12).upper()
+
+
+def error_response(error: ServiceError, request_id: str) -> JSONResponse:
+    return JSONResponse(
+        {"errorCode": error.code.value, "errorMessage": error.message, "requestId": request_id},
+        status_code=error.http_status,
+        headers={REQUEST_ID_HEADER: request_id},
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "invalid Content-Length header")
+        if int(declared) > limit:
+            raise _too_large(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(size, limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ServiceError(ErrorCode.INVALID_BODY, "the client disconnected mid-body") from None
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> ServiceError:
+    return ServiceError(
+        ErrorCode.BODY_TOO_LARGE, f"request body of {size}+ bytes exceeds the limit of {limit}"
+    )
+
+
+@dataclass(slots=True)
+class Call:
+    """One request as a handler sees it: parsed, read and authenticated."""
+
+    request: Request
+    body: bytes
+    request_id: str
+
+    @property
+    def query(self) -> QueryParams:
+        return self.request.query_params
+
+    def path(self, name: str) -> str:
+        return str(self.request.path_params[name])
+
+    def json(self) -> dict[str, Any]:
+        if not self.body:
+            return {}
+        try:
+            document = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ServiceError(ErrorCode.INVALID_BODY, f"body is not valid JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise ServiceError(ErrorCode.INVALID_BODY, "body must be a JSON object")
+        return document
+
+    def int_param(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.query.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER, f"{name} must be an integer from {low} to {high}"
+            )
+        return value
+
+    def shard_id(self) -> int:
+        raw = self.path("shard")
+        if not raw.isdigit() or len(raw) > 9:
+            raise ServiceError(ErrorCode.SHARD_NOT_EXIST, f"shard {raw!r} does not exist")
+        return int(raw)
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+Prepare = Callable[[Request, str], Awaitable[bytes]]
+
+
+def json_field(document: Mapping[str, Any], name: str, kind: type, default: Any = None) -> Any:
+    value = document.get(name, default)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER, f"{name} must be of type {kind.__name__}"
+        )
+    return value
+
+
+def endpoint(
+    prepare: Prepare, methods: Mapping[str, Handler], observe: Callable[[Request, int], None]
+) -> Callable[[Request], Awaitable[Response]]:
+    """An ASGI endpoint dispatching by method; errors become JSON error answers."""
+
+    async def serve(request: Request) -> Response:
+        request_id = new_request_id()
+        handler = methods.get(request.method)
+        try:
+            if handler is None:
+                raise ServiceError(
+                    ErrorCode.METHOD_NOT_ALLOWED,
+                    f"{request.method} is not allowed here; use {', '.join(sorted(methods))}",
+                )
+            body = await prepare(request, request_id)
+            response = await handler(Call(request, body, request_id))
+        except ServiceError as error:
+            response = error_response(error, request_id)
+        except Exception:
+            log.exception("request %s %s failed", request.method, request.url.path)
+            response = error_response(
+                ServiceError(ErrorCode.INTERNAL, "internal error; see the server log"),
+                request_id,
+            )
+        response.headers[REQUEST_ID_HEADER] = request_id
+        observe(request, response.status_code)
+        return response
+
+    return serve

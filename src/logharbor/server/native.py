@@ -1,0 +1,384 @@
+"""The native API facade (docs/api.md): parse, call the engine, render."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..engine import Engine, PreparedGroup, prepare_json, prepare_protobuf
+from ..engine.types import (
+    NANOS_PER_SECOND,
+    LogstoreInfo,
+    ProjectInfo,
+    PullResult,
+    PutResult,
+    ShardInfo,
+)
+from ..protocol.codec import Compression, decode_cursor, encode_cursor, iter_frames
+from ..protocol.errors import ErrorCode, ServiceError
+from ..protocol.schema import RawLogGroup
+from ..protocol.signing import EMPTY_SHA256
+from .auth import Authenticator
+from .http import Call, Handler, endpoint, json_field, read_body
+
+PREFIX = "/api/v1"
+FRAMES_MEDIA_TYPE = "application/x-logharbor-frames"
+MAX_WAIT_MS = 30_000
+_INLINE_PREPARE_BYTES = 64 << 10
+
+
+def project_json(p: ProjectInfo) -> dict[str, Any]:
+    return {
+        "name": p.name, "description": p.description,
+        "createTime": p.create_time, "updateTime": p.update_time,
+    }
+
+
+def logstore_json(ls: LogstoreInfo) -> dict[str, Any]:
+    return {
+        "project": ls.project, "name": ls.name, "ttl": ls.ttl, "shardCount": ls.shard_count,
+        "autoSplit": ls.auto_split, "maxSplitShard": ls.max_split_shard,
+        "createTime": ls.create_time, "updateTime": ls.update_time,
+    }
+
+
+def shard_json(s: ShardInfo) -> dict[str, Any]:
+    return {
+        "shardId": s.shard_id, "status": s.status.value, "beginKey": s.begin_key,
+        "endKey": s.end_key, "createTime": s.create_time,
+        "parents": list(s.parents), "children": list(s.children),
+    }
+
+
+def _text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "backslashreplace")
+
+
+def pull_json(result: PullResult) -> dict[str, Any]:
+    groups = []
+    for frame in iter_frames(result.frames, verify=False):
+        group = RawLogGroup.FromString(frame.raw())
+        groups.append({
+            "cursor": encode_cursor(frame.position),
+            "receiveTimeNs": frame.received_ns,
+            "topic": group.Topic,
+            "source": group.Source,
+            "tags": {tag.Key: tag.Value for tag in group.LogTags},
+            "logs": [
+                {
+                    "timeNs": log.Time * NANOS_PER_SECOND + log.Time_ns,
+                    "contents": [[c.Key, _text(c.Value)] for c in log.Contents],
+                }
+                for log in group.Logs
+            ],
+        })
+    return {
+        "nextCursor": encode_cursor(result.next_position),
+        "endCursor": encode_cursor(result.end_position),
+        "count": result.group_count,
+        "logCount": result.log_count,
+        "logGroups": groups,
+    }
+
+
+class NativeAPI:
+    def __init__(
+        self,
+        engine: Engine,
+        authenticator: Authenticator | None,
+        observe: Callable[[Request, int], None],
+    ) -> None:
+        self.engine = engine
+        self.authenticator = authenticator
+        self.observe = observe
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _prepare(self, request: Request, request_id: str) -> bytes:
+        body = await read_body(request, self.engine.limits.max_body_bytes)
+        if self.authenticator is not None:
+            digest = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+            self.authenticator.verify(
+                method=request.method,
+                path=request.url.path,
+                params=request.query_params.multi_items(),
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body_sha256=digest,
+            )
+        return body
+
+    def _route(self, path: str, **methods: Handler) -> Route:
+        return Route(
+            PREFIX + path,
+            endpoint(self._prepare, methods, self.observe),
+            methods=list(methods),
+        )
+
+    def routes(self) -> list[Route]:
+        ls = "/projects/{project}/logstores/{logstore}"
+        shard = ls + "/shards/{shard}"
+        return [
+            self._route("/projects", GET=self.list_projects, POST=self.create_project),
+            self._route(
+                "/projects/{project}",
+                GET=self.get_project, PATCH=self.update_project, DELETE=self.delete_project,
+            ),
+            self._route(
+                "/projects/{project}/logstores",
+                GET=self.list_logstores, POST=self.create_logstore,
+            ),
+            self._route(
+                ls, GET=self.get_logstore, PATCH=self.update_logstore,
+                DELETE=self.delete_logstore,
+            ),
+            self._route(ls + "/logs", POST=self.put_logs),
+            self._route(ls + "/shards", GET=self.list_shards),
+            self._route(shard + "/split", POST=self.split_shard),
+            self._route(shard + "/merge", POST=self.merge_shard),
+            self._route(shard + "/cursor", GET=self.get_cursor),
+            self._route(shard + "/cursor-time", GET=self.get_cursor_time),
+            self._route(shard + "/logs", GET=self.pull_logs),
+        ]
+
+    # ------------------------------------------------------------ projects
+
+    async def list_projects(self, call: Call) -> Response:
+        projects, total = self.engine.list_projects(
+            call.int_param("offset", 0, 0, 1 << 31), call.int_param("size", 100, 0, 500)
+        )
+        return JSONResponse({
+            "projects": [project_json(p) for p in projects], "count": len(projects),
+            "total": total,
+        })
+
+    async def create_project(self, call: Call) -> Response:
+        body = call.json()
+        info = self.engine.create_project(
+            body.get("name"), json_field(body, "description", str, "") or ""
+        )
+        return JSONResponse(project_json(info))
+
+    async def get_project(self, call: Call) -> Response:
+        return JSONResponse(project_json(self.engine.get_project(call.path("project"))))
+
+    async def update_project(self, call: Call) -> Response:
+        body = call.json()
+        description = json_field(body, "description", str)
+        if description is None:
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "description is required")
+        return JSONResponse(
+            project_json(self.engine.update_project(call.path("project"), description))
+        )
+
+    async def delete_project(self, call: Call) -> Response:
+        await run_in_threadpool(self.engine.delete_project, call.path("project"))
+        return JSONResponse({})
+
+    # ----------------------------------------------------------- logstores
+
+    async def list_logstores(self, call: Call) -> Response:
+        stores, total = self.engine.list_logstores(
+            call.path("project"),
+            call.int_param("offset", 0, 0, 1 << 31), call.int_param("size", 100, 0, 500),
+        )
+        return JSONResponse({
+            "logstores": [logstore_json(s) for s in stores], "count": len(stores),
+            "total": total,
+        })
+
+    async def create_logstore(self, call: Call) -> Response:
+        body = call.json()
+        options = {
+            "ttl": json_field(body, "ttl", int),
+            "shard_count": json_field(body, "shardCount", int),
+            "auto_split": json_field(body, "autoSplit", bool),
+            "max_split_shard": json_field(body, "maxSplitShard", int),
+        }
+        info = await run_in_threadpool(
+            lambda: self.engine.create_logstore(
+                call.path("project"), body.get("name"),
+                **{k: v for k, v in options.items() if v is not None},
+            )
+        )
+        return JSONResponse(logstore_json(info))
+
+    async def get_logstore(self, call: Call) -> Response:
+        info = self.engine.get_logstore(call.path("project"), call.path("logstore"))
+        return JSONResponse(logstore_json(info))
+
+    async def update_logstore(self, call: Call) -> Response:
+        body = call.json()
+        info = self.engine.update_logstore(
+            call.path("project"), call.path("logstore"),
+            ttl=json_field(body, "ttl", int),
+            auto_split=json_field(body, "autoSplit", bool),
+            max_split_shard=json_field(body, "maxSplitShard", int),
+        )
+        return JSONResponse(logstore_json(info))
+
+    async def delete_logstore(self, call: Call) -> Response:
+        await run_in_threadpool(
+            self.engine.delete_logstore, call.path("project"), call.path("logstore")
+        )
+        return JSONResponse({})
+
+    # -------------------------------------------------------------- shards
+
+    async def list_shards(self, call: Call) -> Response:
+        shards = self.engine.list_shards(call.path("project"), call.path("logstore"))
+        return JSONResponse({"shards": [shard_json(s) for s in shards]})
+
+    async def split_shard(self, call: Call) -> Response:
+        key = json_field(call.json(), "splitKey", str)
+        if not key:
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "splitKey is required")
+        shards = await run_in_threadpool(
+            self.engine.split_shard, call.path("project"), call.path("logstore"),
+            call.shard_id(), key,
+        )
+        return JSONResponse({"shards": [shard_json(s) for s in shards]})
+
+    async def merge_shard(self, call: Call) -> Response:
+        shards = await run_in_threadpool(
+            self.engine.merge_shard, call.path("project"), call.path("logstore"),
+            call.shard_id(),
+        )
+        return JSONResponse({"shards": [shard_json(s) for s in shards]})
+
+    # ---------------------------------------------------------------- data
+
+    def _prepared(self, call: Call) -> PreparedGroup:
+        media = call.request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media == "application/json":
+            return prepare_json(call.json(), self.engine.limits)
+        if media not in ("application/x-protobuf", "application/octet-stream", ""):
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                f"unsupported Content-Type {media!r}; use application/x-protobuf or "
+                "application/json",
+            )
+        compression = Compression.from_wire(call.request.headers.get("x-lh-compress-type"))
+        raw_size_header = call.request.headers.get("x-lh-raw-size")
+        raw_size = None
+        if raw_size_header:
+            if not raw_size_header.isdigit():
+                raise ServiceError(ErrorCode.INVALID_PARAMETER, "x-lh-raw-size must be a number")
+            raw_size = int(raw_size_header)
+        return prepare_protobuf(call.body, compression, raw_size, self.engine.limits)
+
+    async def put_logs(self, call: Call) -> Response:
+        project, logstore = call.path("project"), call.path("logstore")
+        hash_key = call.query.get("hashKey") or None
+
+        def prepare_and_queue() -> tuple[PreparedGroup, Future[PutResult]]:
+            group = self._prepared(call)
+            return group, self.engine.put(project, logstore, group, hash_key)
+
+        if len(call.body) <= _INLINE_PREPARE_BYTES:
+            group, future = prepare_and_queue()
+        else:  # decompressing and parsing a large body would stall the event loop
+            group, future = await run_in_threadpool(prepare_and_queue)
+        result = await asyncio.wrap_future(future)
+        return JSONResponse({
+            "shardId": result.shard_id,
+            "cursor": encode_cursor(result.position),
+            "logCount": group.log_count,
+        })
+
+    def _cursor(self, call: Call, name: str, *, required: bool) -> int | None:
+        value = call.query.get(name)
+        if not value:
+            if required:
+                raise ServiceError(ErrorCode.INVALID_PARAMETER, f"{name} is required")
+            return None
+        return decode_cursor(value)
+
+    async def get_cursor(self, call: Call) -> Response:
+        start = call.query.get("from", "")
+        at: Any
+        if start in ("begin", "end"):
+            at = start
+        else:
+            try:
+                seconds = float(start)
+            except ValueError:
+                raise ServiceError(
+                    ErrorCode.INVALID_PARAMETER,
+                    "from must be begin, end or a Unix time in seconds",
+                ) from None
+            if not 0 <= seconds < 1 << 32:
+                raise ServiceError(ErrorCode.INVALID_PARAMETER, "from is out of range")
+            at = int(seconds * NANOS_PER_SECOND)
+        position = self.engine.cursor(
+            call.path("project"), call.path("logstore"), call.shard_id(), at
+        )
+        return JSONResponse({"cursor": encode_cursor(position)})
+
+    async def get_cursor_time(self, call: Call) -> Response:
+        position = self._cursor(call, "cursor", required=True)
+        assert position is not None
+        received = self.engine.cursor_time(
+            call.path("project"), call.path("logstore"), call.shard_id(), position
+        )
+        return JSONResponse({"time": received // NANOS_PER_SECOND, "timeNs": received})
+
+    async def pull_logs(self, call: Call) -> Response:
+        project, logstore, shard = call.path("project"), call.path("logstore"), call.shard_id()
+        position = self._cursor(call, "cursor", required=True)
+        assert position is not None
+        stop = self._cursor(call, "endCursor", required=False)
+        count = call.int_param("count", 100, 1, 1000)
+        max_bytes = call.int_param("maxBytes", 16 << 20, 1, 64 << 20)
+        wait_ms = call.int_param("wait", 0, 0, MAX_WAIT_MS)
+        output = call.query.get("format", "frames")
+        if output not in ("frames", "json"):
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "format must be frames or json")
+
+        def pull() -> PullResult:
+            return self.engine.pull(
+                project, logstore, shard, position, count=count, max_bytes=max_bytes, stop=stop
+            )
+
+        result = await run_in_threadpool(pull)
+        if result.group_count == 0 and wait_ms and (stop is None or result.next_position < stop):
+            await self._wait_for_data(project, logstore, shard, result.next_position, wait_ms)
+            result = await run_in_threadpool(pull)
+        status = self.engine.shard_status(project, logstore, shard)
+        headers = {
+            "x-lh-next-cursor": encode_cursor(result.next_position),
+            "x-lh-end-cursor": encode_cursor(result.end_position),
+            "x-lh-count": str(result.group_count),
+            "x-lh-log-count": str(result.log_count),
+            "x-lh-raw-size": str(result.raw_size),
+            "x-lh-shard-status": status.value,
+        }
+        if output == "json":
+            return JSONResponse(await run_in_threadpool(pull_json, result), headers=headers)
+        return Response(result.frames, media_type=FRAMES_MEDIA_TYPE, headers=headers)
+
+    async def _wait_for_data(
+        self, project: str, logstore: str, shard: int, position: int, wait_ms: int
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        arrived = asyncio.Event()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(arrived.set)
+
+        cancel = self.engine.add_waiter(project, logstore, shard, position, wake)
+        if cancel is None:
+            return
+        try:
+            await asyncio.wait_for(arrived.wait(), wait_ms / 1000)
+        except TimeoutError:
+            pass
+        finally:
+            cancel()
