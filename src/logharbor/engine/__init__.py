@@ -1,11 +1,14 @@
 """The LogHarbor engine: catalog, shard logs, group commit, retention. No HTTP here."""
 
 from .engine import Engine, EngineConfig
-from .ingest import Limits, PreparedGroup, prepare_json, prepare_protobuf
+from .commit import QueueFull
+from .ingest import IngestPool, Limits, PreparedGroup, prepare_json, prepare_protobuf
 from .types import LogstoreInfo, ProjectInfo, PullResult, PutResult, ShardInfo, ShardStatus
 
 __all__ = [
     "Engine",
+    "IngestPool",
+    "QueueFull",
     "EngineConfig",
     "Limits",
     "LogstoreInfo",

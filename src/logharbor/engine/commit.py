@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class QueueFull(ServiceError):
+    """The write queue had no room (HTTP 503 ServerBusy; clients retry)."""
+
+
 @dataclass(slots=True)
 class _Append:
     store: LogstoreRuntime
@@ -87,10 +91,13 @@ class CommitLog:
     # ------------------------------------------------------------- callers
 
     def append(
-        self, store: LogstoreRuntime, group: PreparedGroup, hash_key: int | None
+        self, store: LogstoreRuntime, group: PreparedGroup, hash_key: int | None, *,
+        block: bool = True,
     ) -> Future[PutResult]:
+        """Queue an append; when the queue is full, wait for room (``block``) up to
+        the submit timeout, or raise ``QueueFull`` at once."""
         op = _Append(store, hash_key, group)
-        self._enqueue(op)
+        self._enqueue(op, block=block)
         return op.future
 
     def call(self, fn: Callable[[], Any]) -> Future[Any]:
@@ -102,8 +109,8 @@ class CommitLog:
     def run(self, fn: Callable[[], Any]) -> Any:
         return self.call(fn).result()
 
-    def _enqueue(self, op: _Append | _Control) -> None:
-        deadline = time.monotonic() + self._submit_timeout
+    def _enqueue(self, op: _Append | _Control, *, block: bool = True) -> None:
+        deadline = time.monotonic() + (self._submit_timeout if block else 0.0)
         with self._cond:
             while (
                 op.size
@@ -113,7 +120,7 @@ class CommitLog:
             ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise ServiceError(
+                    raise QueueFull(
                         ErrorCode.SERVER_BUSY,
                         "the write queue is full; the server is writing as fast as the disk allows",
                     )

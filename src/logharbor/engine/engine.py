@@ -8,6 +8,7 @@ protocol, authenticate, call the engine and render what it returns or the
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import uuid
@@ -21,7 +22,7 @@ from ..protocol.codec import MAX_HASH_KEY, format_hash_key, parse_hash_key
 from ..protocol.errors import ErrorCode, ServiceError
 from .catalog import Catalog
 from .commit import CommitLog, CommitStatistics
-from .ingest import Limits, PreparedGroup
+from .ingest import IngestPool, Limits, PreparedGroup
 from .names import check_description, check_name
 from .runtime import LogstoreRuntime
 from .types import (
@@ -61,6 +62,7 @@ class EngineConfig:
     submit_timeout: float = 10.0
     retention_interval: float = 60.0
     durable: bool = True  # fsync before acknowledging; only tests of other parts turn it off
+    ingest_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
     clock: Clock = wall_clock
 
 
@@ -77,6 +79,7 @@ class Engine:
         self.config = config
         self.clock = config.clock
         self.limits = config.limits
+        self.ingest = IngestPool(config.ingest_workers)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._shards_dir = config.data_dir / "shards"
         self._shards_dir.mkdir(exist_ok=True)
@@ -119,6 +122,7 @@ class Engine:
                 runtime.close()
             self._stores.clear()
         self.catalog.close()
+        self.ingest.close()
 
     def _now_seconds(self) -> int:
         return self.clock() // NANOS_PER_SECOND
@@ -348,11 +352,20 @@ class Engine:
     # ---------------------------------------------------------------- data
 
     def put(
-        self, project: str, logstore: str, group: PreparedGroup, hash_key: str | None = None
+        self, project: str, logstore: str, group: PreparedGroup, hash_key: str | None = None,
+        *, block: bool = True,
     ) -> Future[PutResult]:
-        """Queue a validated log group; the future resolves once it is durable."""
+        """Queue a validated log group; the future resolves once it is durable.
+
+        When the write queue is full, wait for room up to the submit timeout
+        (``block``), or raise ``QueueFull`` at once (for callers on an event loop).
+        """
         key = parse_hash_key(hash_key) if hash_key else None
-        return self.commit.append(self._runtime(project, logstore), group, key)
+        return self.commit.append(self._runtime(project, logstore), group, key, block=block)
+
+    def require_logstore(self, project: str, logstore: str) -> None:
+        """Raise the precise not-found error unless the logstore exists."""
+        self._runtime(project, logstore)
 
     def shard_status(self, project: str, logstore: str, shard_id: ShardId) -> ShardStatus:
         shard = self._runtime(project, logstore).shard(shard_id)

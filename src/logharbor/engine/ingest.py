@@ -8,8 +8,13 @@ are stored lz4-compressed.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -154,3 +159,79 @@ def _json_text(value: Any) -> str:
 
 def _json_error(message: str) -> ServiceError:
     return ServiceError(ErrorCode.INVALID_BODY, f"invalid JSON log group: {message}")
+
+
+# ------------------------------------------------------------ validation pool
+
+
+def _prepare_in_worker(
+    body: bytes, compression: int, raw_size: int | None, max_body: int, max_raw: int
+) -> tuple[bool, Any, Any, Any]:
+    """Runs in a pool process.  Returns (True, payload or None for "the body as it
+    came", raw size, log count) or (False, error code, message, None)."""
+    try:
+        group = prepare_protobuf(
+            body, Compression(compression), raw_size, Limits(max_body, max_raw)
+        )
+    except ServiceError as exc:
+        return False, exc.code.value, exc.message, None
+    payload = None if group.payload is body else group.payload
+    return True, payload, group.raw_size, group.log_count
+
+
+class IngestPool:
+    """Validates large protobuf bodies in worker processes, so that parsing (which
+    holds the GIL) uses the other cores while the server process serves HTTP.
+
+    Bodies under ``inline_below`` bytes are validated in the caller: for them the
+    hand-off costs more than it saves.  The pool's queue is bounded by the
+    server's own request concurrency; a worker that dies is replaced and the
+    request is validated in the caller instead.
+    """
+
+    def __init__(self, workers: int, *, inline_below: int = 64 << 10) -> None:
+        self.workers = workers
+        self.inline_below = inline_below
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                )
+            return self._pool
+
+    async def prepare(
+        self, body: bytes, compression: Compression, raw_size: int | None, limits: Limits
+    ) -> PreparedGroup:
+        if self.workers <= 0 or len(body) < self.inline_below:
+            return prepare_protobuf(body, compression, raw_size, limits)
+        if len(body) > limits.max_body_bytes:
+            raise ServiceError(
+                ErrorCode.BODY_TOO_LARGE,
+                f"body of {len(body)} bytes exceeds the limit of {limits.max_body_bytes}",
+            )
+        try:
+            ok, first, second, third = await asyncio.wrap_future(
+                self._executor().submit(
+                    _prepare_in_worker, body, int(compression), raw_size,
+                    limits.max_body_bytes, limits.max_raw_bytes,
+                )
+            )
+        except BrokenProcessPool:
+            with self._lock:
+                self._pool = None
+            return await asyncio.to_thread(prepare_protobuf, body, compression, raw_size, limits)
+        if not ok:
+            raise ServiceError(ErrorCode(first), second)
+        if first is None:
+            return PreparedGroup(body, compression, second, third)
+        return PreparedGroup(first, Compression.LZ4, second, third)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None

@@ -52,6 +52,7 @@ def build_server(config: ServerConfig) -> Server:
             segment_bytes=config.segment_bytes,
             max_pending_bytes=config.max_pending_bytes,
             retention_interval=config.retention_interval,
+            ingest_workers=config.ingest_workers,
         )
     )
     keys = AccessKeyStore(config.data_dir)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class ServerConfig:
     clock_skew_seconds: int = 900
     segment_bytes: int = 128 << 20
     max_pending_bytes: int = 256 << 20
+    ingest_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
     log_level: str = "info"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -13,13 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..engine import Engine, PreparedGroup, prepare_json, prepare_protobuf
+from ..engine import Engine, PreparedGroup, QueueFull, prepare_json
 from ..engine.types import (
     NANOS_PER_SECOND,
     LogstoreInfo,
     ProjectInfo,
     PullResult,
-    PutResult,
     ShardInfo,
 )
 from ..protocol.codec import Compression, decode_cursor, encode_cursor, iter_frames
@@ -255,10 +253,13 @@ class NativeAPI:
 
     # ---------------------------------------------------------------- data
 
-    def _prepared(self, call: Call) -> PreparedGroup:
+    async def _prepared(self, call: Call) -> PreparedGroup:
         media = call.request.headers.get("content-type", "").split(";")[0].strip().lower()
+        limits = self.engine.limits
         if media == "application/json":
-            return prepare_json(call.json(), self.engine.limits)
+            if len(call.body) <= _INLINE_PREPARE_BYTES:
+                return prepare_json(call.json(), limits)
+            return await run_in_threadpool(lambda: prepare_json(call.json(), limits))
         if media not in ("application/x-protobuf", "application/octet-stream", ""):
             raise ServiceError(
                 ErrorCode.INVALID_PARAMETER,
@@ -272,20 +273,19 @@ class NativeAPI:
             if not raw_size_header.isdigit():
                 raise ServiceError(ErrorCode.INVALID_PARAMETER, "x-lh-raw-size must be a number")
             raw_size = int(raw_size_header)
-        return prepare_protobuf(call.body, compression, raw_size, self.engine.limits)
+        return await self.engine.ingest.prepare(call.body, compression, raw_size, limits)
 
     async def put_logs(self, call: Call) -> Response:
         project, logstore = call.path("project"), call.path("logstore")
         hash_key = call.query.get("hashKey") or None
-
-        def prepare_and_queue() -> tuple[PreparedGroup, Future[PutResult]]:
-            group = self._prepared(call)
-            return group, self.engine.put(project, logstore, group, hash_key)
-
-        if len(call.body) <= _INLINE_PREPARE_BYTES:
-            group, future = prepare_and_queue()
-        else:  # decompressing and parsing a large body would stall the event loop
-            group, future = await run_in_threadpool(prepare_and_queue)
+        self.engine.require_logstore(project, logstore)
+        group = await self._prepared(call)
+        try:
+            future = self.engine.put(project, logstore, group, hash_key, block=False)
+        except QueueFull:  # wait for room off the event loop
+            future = await run_in_threadpool(
+                lambda: self.engine.put(project, logstore, group, hash_key)
+            )
         result = await asyncio.wrap_future(future)
         return JSONResponse({
             "shardId": result.shard_id,
