@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import statistics
@@ -11,9 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from harness import ServerProcess  # noqa: E402
-
-from logharbor.protocol.schema import LogGroup  # noqa: E402
+from harness import ServerProcess
+from logharbor.protocol.schema import LogGroup
 
 PATHS = ["/api/v1/orders", "/api/v1/users/42", "/static/app.js", "/health", "/api/v2/search"]
 
@@ -33,10 +33,15 @@ def access_log_group(target_raw_bytes: int, seed: int) -> bytes:
             ("latency_ms", str(rng.randrange(1, 900))),
             ("bytes", str(rng.randrange(100, 90000))),
             ("client_ip", f"192.168.{rng.randrange(256)}.{rng.randrange(256)}"),
-            ("user_agent", rng.choice(["Mozilla/5.0 (X11; Linux x86_64)", "curl/8.4.0",
-                                       "python-httpx/0.28"])),
+            (
+                "user_agent",
+                rng.choice(["Mozilla/5.0 (X11; Linux x86_64)", "curl/8.4.0", "python-httpx/0.28"]),
+            ),
             ("request_id", f"{rng.getrandbits(64):016x}"),
-            ("message", f"handled request in worker {rng.randrange(16)} trace {rng.getrandbits(40):x}"),
+            (
+                "message",
+                f"handled request in worker {rng.randrange(16)} trace {rng.getrandbits(40):x}",
+            ),
         ):
             log.Contents.add(Key=key, Value=value)
     return bytes(group.SerializeToString())
@@ -49,8 +54,11 @@ def start_server(extra: list[str] | None = None) -> ServerProcess:
 
 def create_logstore(server: ServerProcess, shards: int) -> str:
     server.request("POST", "/api/v1/projects", content=b'{"name": "bench"}')
-    server.request("POST", "/api/v1/projects/bench/logstores",
-                   content=json.dumps({"name": "ls", "shardCount": shards, "ttl": 1}).encode())
+    server.request(
+        "POST",
+        "/api/v1/projects/bench/logstores",
+        content=json.dumps({"name": "ls", "shardCount": shards, "ttl": 1}).encode(),
+    )
     return "/api/v1/projects/bench/logstores/ls"
 
 
@@ -76,10 +84,8 @@ def process_tree_cpu(pid: int) -> dict[int, float]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     result = {pid: cpu_seconds(pid)}
     for child in children:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             result[int(child)] = cpu_seconds(int(child))
-        except FileNotFoundError:
-            pass
     return result
 
 
@@ -97,14 +103,18 @@ class RawHttpConnection:
 
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
-    async def request(self, method: str, path: str, body: bytes = b"",
-                      headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         import asyncio
 
         assert isinstance(self.writer, asyncio.StreamWriter)
         assert isinstance(self.reader, asyncio.StreamReader)
-        lines = [f"{method} {path} HTTP/1.1", f"host: {self.host}:{self.port}",
-                 f"content-length: {len(body)}"]
+        lines = [
+            f"{method} {path} HTTP/1.1",
+            f"host: {self.host}:{self.port}",
+            f"content-length: {len(body)}",
+        ]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         head = await self.reader.readuntil(b"\r\n\r\n")

@@ -40,7 +40,8 @@ def client(server: ServerProcess) -> Iterator[object]:
     from logharbor import LogClient
 
     with LogClient(
-        server.endpoint, access_key_id=server.access_key_id,
+        server.endpoint,
+        access_key_id=server.access_key_id,
         access_key_secret=server.access_key_secret,
     ) as c:
         yield c

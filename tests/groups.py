@@ -8,8 +8,12 @@ from logharbor.protocol.schema import LogGroup
 
 
 def log_group_bytes(
-    *contents: dict[str, str], topic: str = "", source: str = "", time: int = 1_700_000_000,
-    time_ns: int = 0, tags: dict[str, str] | None = None,
+    *contents: dict[str, str],
+    topic: str = "",
+    source: str = "",
+    time: int = 1_700_000_000,
+    time_ns: int = 0,
+    tags: dict[str, str] | None = None,
 ) -> bytes:
     group = LogGroup(Topic=topic, Source=source)
     for item in contents:
@@ -21,7 +25,8 @@ def log_group_bytes(
     return bytes(group.SerializeToString())
 
 
-def prepared(*contents: dict[str, str], compression: Compression = Compression.LZ4,
-             **kwargs: object) -> PreparedGroup:
+def prepared(
+    *contents: dict[str, str], compression: Compression = Compression.LZ4, **kwargs: object
+) -> PreparedGroup:
     raw = log_group_bytes(*contents, **kwargs)  # type: ignore[arg-type]
     return prepare_protobuf(compress(raw, compression), compression, len(raw), Limits())

@@ -32,13 +32,28 @@ class ServerProcess:
     banner: list[str] = field(default_factory=list)
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        args = [sys.executable, "-m", "logharbor", "serve", "--data-dir", str(self.data_dir),
-                "--host", "127.0.0.1", "--port", "0", "--log-level", "warning",
-                *self.extra_args]
+        args = [
+            sys.executable,
+            "-m",
+            "logharbor",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+            *self.extra_args,
+        ]
         if not self.auth:
             args.append("--no-auth")
         self.process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, **self.env},
         )
         assert self.process.stdout is not None
@@ -118,11 +133,21 @@ class ServerProcess:
         """Send exactly this request, signed with the root key unless ``sign`` is False."""
         all_headers = dict(headers or {})
         if sign and self.auth:
-            all_headers.update(sign_headers(
-                access_key_id=self.access_key_id, secret=self.access_key_secret,
-                method=method, path=path, params=params, body=content,
-            ))
+            all_headers.update(
+                sign_headers(
+                    access_key_id=self.access_key_id,
+                    secret=self.access_key_secret,
+                    method=method,
+                    path=path,
+                    params=params,
+                    body=content,
+                )
+            )
         return httpx.request(
-            method, self.endpoint + path, params=list(params), content=content,
-            headers=all_headers, timeout=timeout,
+            method,
+            self.endpoint + path,
+            params=list(params),
+            content=content,
+            headers=all_headers,
+            timeout=timeout,
         )

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import lz4.block
 import pytest
+
 from groups import log_group_bytes
 from harness import ServerProcess
-
 from logharbor.protocol.codec import encode_cursor, iter_frames
 from logharbor.protocol.schema import LogGroup
 
@@ -24,20 +24,25 @@ WRITERS = 6
 ROUNDS = 3
 
 
-def write_until_refused(server: ServerProcess, writer: int, acked: set[str],
-                        stop: threading.Event) -> None:
+def write_until_refused(
+    server: ServerProcess, writer: int, acked: set[str], stop: threading.Event
+) -> None:
     padding = "x" * 2000
     with httpx.Client(base_url=server.endpoint, timeout=10) as http:
         sequence = 0
         while not stop.is_set():
             ident = f"{server.endpoint}-{writer}-{sequence}"
-            raw = log_group_bytes(*({"id": ident, "i": str(i), "pad": padding}
-                                    for i in range(8)))
+            raw = log_group_bytes(*({"id": ident, "i": str(i), "pad": padding} for i in range(8)))
             try:
                 response = http.post(
-                    PATH + "/logs", content=lz4.block.compress(raw, store_size=False),
-                    headers={"content-type": "application/x-protobuf",
-                             "x-lh-compress-type": "lz4", "x-lh-raw-size": str(len(raw))})
+                    PATH + "/logs",
+                    content=lz4.block.compress(raw, store_size=False),
+                    headers={
+                        "content-type": "application/x-protobuf",
+                        "x-lh-compress-type": "lz4",
+                        "x-lh-raw-size": str(len(raw)),
+                    },
+                )
             except httpx.TransportError:
                 return  # the server is gone
             if response.status_code != 200:
@@ -52,8 +57,11 @@ def stored_ids(server: ServerProcess) -> list[str]:
     for shard in shards:
         cursor = encode_cursor(0)
         while True:
-            response = server.request("GET", f"{PATH}/shards/{shard['shardId']}/logs",
-                                      params=[("cursor", cursor), ("count", "1000")])
+            response = server.request(
+                "GET",
+                f"{PATH}/shards/{shard['shardId']}/logs",
+                params=[("cursor", cursor), ("count", "1000")],
+            )
             assert response.status_code == 200, response.text
             for frame in iter_frames(response.content):  # verifies every checksum
                 group = LogGroup.FromString(frame.raw())
@@ -74,12 +82,17 @@ def test_acknowledged_writes_survive_kill_9(
     acked: set[str] = set()
     server = server_factory(data_dir, auth=False)
     server.request("POST", "/api/v1/projects", content=b'{"name": "crash"}')
-    server.request("POST", "/api/v1/projects/crash/logstores",
-                   content=json.dumps({"name": "ls", "shardCount": 3}).encode())
+    server.request(
+        "POST",
+        "/api/v1/projects/crash/logstores",
+        content=json.dumps({"name": "ls", "shardCount": 3}).encode(),
+    )
     for _round in range(ROUNDS):
         stop = threading.Event()
-        writers = [threading.Thread(target=write_until_refused, args=(server, w, acked, stop))
-                   for w in range(WRITERS)]
+        writers = [
+            threading.Thread(target=write_until_refused, args=(server, w, acked, stop))
+            for w in range(WRITERS)
+        ]
         for thread in writers:
             thread.start()
         time.sleep(rng.uniform(0.8, 2.0))
@@ -90,6 +103,6 @@ def test_acknowledged_writes_survive_kill_9(
         server = server_factory(data_dir, auth=False)
         ids = stored_ids(server)
         missing = acked - set(ids)
-        assert not missing, f"{len(missing)} acknowledged log groups lost, e.g. {sorted(missing)[:3]}"
+        assert not missing, f"{len(missing)} acknowledged groups lost: {sorted(missing)[:3]}"
         assert len(ids) == len(set(ids)), "a log group was stored twice"
     assert len(acked) > 100  # the test really wrote under load

@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from groups import prepared
 
+from groups import prepared
 from logharbor.engine import Engine, EngineConfig, ShardStatus
 from logharbor.engine.types import NANOS_PER_DAY, NANOS_PER_SECOND
 from logharbor.protocol.codec import iter_frames
@@ -69,7 +69,11 @@ class TestResources:
         engine.create_logstore("pr2", "four", shard_count=4)
         shards = engine.list_shards("pr2", "four")
         assert [(s.begin_key[:1], s.end_key[:1]) for s in shards] == [
-            ("0", "4"), ("4", "8"), ("8", "c"), ("c", "f")]
+            ("0", "4"),
+            ("4", "8"),
+            ("8", "c"),
+            ("c", "f"),
+        ]
         assert shards[-1].end_key == "f" * 32
 
     def test_delete_project_removes_its_data(self, store: Engine, tmp_path: Path) -> None:
@@ -152,7 +156,10 @@ class TestSplitAndMerge:
         store.put("pr1", "ls", prepared({"n": "before"}), hash_key="1" * 32).result()
         shards = store.split_shard("pr1", "ls", 0, "4" + "0" * 31)
         assert [(s.shard_id, s.status) for s in shards] == [
-            (0, ShardStatus.READONLY), (2, ShardStatus.READWRITE), (3, ShardStatus.READWRITE)]
+            (0, ShardStatus.READONLY),
+            (2, ShardStatus.READWRITE),
+            (3, ShardStatus.READWRITE),
+        ]
         assert shards[0].children == (2, 3) and shards[1].parents == (0,)
         result = store.put("pr1", "ls", prepared({"n": "after"}), hash_key="1" * 32).result()
         assert result.shard_id == 2
@@ -171,7 +178,10 @@ class TestSplitAndMerge:
     def test_merge_joins_adjacent_shards(self, store: Engine) -> None:
         shards = store.merge_shard("pr1", "ls", 0)
         assert [(s.shard_id, s.status.value) for s in shards] == [
-            (0, "readonly"), (1, "readonly"), (2, "readwrite")]
+            (0, "readonly"),
+            (1, "readonly"),
+            (2, "readwrite"),
+        ]
         assert (shards[2].begin_key, shards[2].end_key) == ("0" * 32, "f" * 32)
         assert store.put("pr1", "ls", prepared({"n": "x"})).result().shard_id == 2
         with pytest.raises(ServiceError):
@@ -189,8 +199,10 @@ class TestSplitAndMerge:
         try:
             assert engine.shard_status("pr1", "ls", 0) is ShardStatus.READONLY
             assert engine.cursor("pr1", "ls", 0, "end") == 1
-            assert engine.put("pr1", "ls", prepared({"n": "b"}), hash_key="0" * 32).result() \
-                .shard_id == 1
+            assert (
+                engine.put("pr1", "ls", prepared({"n": "b"}), hash_key="0" * 32).result().shard_id
+                == 1
+            )
         finally:
             engine.close()
 
@@ -245,7 +257,9 @@ class TestRetention:
     def test_ttl_drops_old_segments_and_cursors_clamp(self, tmp_path: Path) -> None:
         now = [1_800_000_000 * NANOS_PER_SECOND]
         config = EngineConfig(
-            data_dir=tmp_path / "e", clock=lambda: now[0], segment_bytes=1,
+            data_dir=tmp_path / "e",
+            clock=lambda: now[0],
+            segment_bytes=1,
             retention_interval=3600,
         )
         engine = Engine(config)

@@ -15,9 +15,9 @@ import httpx
 import lz4.block
 import pytest
 import zstandard
+
 from groups import log_group_bytes
 from harness import ServerProcess
-
 from logharbor.protocol.codec import decode_cursor, encode_cursor, iter_frames
 from logharbor.protocol.schema import LogGroup
 from logharbor.protocol.signing import sign_headers
@@ -50,9 +50,16 @@ def logstore(server: ServerProcess, unique_name: Callable[[str], str]) -> str:
     return f"{API}/projects/{project}/logstores/access"
 
 
-def put(server: ServerProcess, path: str, body: bytes, *, compress: str | None = None,
-        raw_size: int | None = None, content_type: str = "application/x-protobuf",
-        params: tuple[tuple[str, str], ...] = ()) -> httpx.Response:
+def put(
+    server: ServerProcess,
+    path: str,
+    body: bytes,
+    *,
+    compress: str | None = None,
+    raw_size: int | None = None,
+    content_type: str = "application/x-protobuf",
+    params: tuple[tuple[str, str], ...] = (),
+) -> httpx.Response:
     headers = {"content-type": content_type}
     if compress:
         headers["x-lh-compress-type"] = compress
@@ -73,17 +80,30 @@ def pull(server: ServerProcess, path: str, cursor: str, **params: str) -> httpx.
 
 
 class TestResources:
-    def test_project_lifecycle(self, server: ServerProcess, unique_name: Callable[[str], str]
-                               ) -> None:
+    def test_project_lifecycle(
+        self, server: ServerProcess, unique_name: Callable[[str], str]
+    ) -> None:
         name = unique_name("proj")
-        created = ok(server.request("POST", f"{API}/projects",
-                                    content=json.dumps({"name": name, "description": "d1"}).encode()))
+        created = ok(
+            server.request(
+                "POST",
+                f"{API}/projects",
+                content=json.dumps({"name": name, "description": "d1"}).encode(),
+            )
+        )
         assert created["name"] == name and created["description"] == "d1"
-        assert_error(server.request("POST", f"{API}/projects",
-                                    content=json.dumps({"name": name}).encode()),
-                     400, "ProjectAlreadyExist")
-        ok(server.request("PATCH", f"{API}/projects/{name}",
-                          content=json.dumps({"description": "d2"}).encode()))
+        assert_error(
+            server.request("POST", f"{API}/projects", content=json.dumps({"name": name}).encode()),
+            400,
+            "ProjectAlreadyExist",
+        )
+        ok(
+            server.request(
+                "PATCH",
+                f"{API}/projects/{name}",
+                content=json.dumps({"description": "d2"}).encode(),
+            )
+        )
         assert ok(server.request("GET", f"{API}/projects/{name}"))["description"] == "d2"
         listed = ok(server.request("GET", f"{API}/projects", params=[("size", "500")]))
         assert name in [p["name"] for p in listed["projects"]]  # type: ignore[union-attr]
@@ -92,25 +112,41 @@ class TestResources:
 
     def test_bad_names_are_refused(self, server: ServerProcess) -> None:
         for name in ["UPPER", "a", "x" * 64, "bad name", "-x-"]:
-            response = server.request("POST", f"{API}/projects",
-                                      content=json.dumps({"name": name}).encode())
+            response = server.request(
+                "POST", f"{API}/projects", content=json.dumps({"name": name}).encode()
+            )
             assert_error(response, 400, "InvalidName")
 
     def test_logstore_lifecycle_and_shards(self, server: ServerProcess, logstore: str) -> None:
         project_path = logstore.rsplit("/logstores/", 1)[0]
         info = ok(server.request("GET", logstore))
         assert (info["ttl"], info["shardCount"], info["autoSplit"]) == (30, 1, False)
-        assert ok(server.request("PATCH", logstore,
-                                 content=json.dumps({"ttl": 7}).encode()))["ttl"] == 7
-        assert_error(server.request("PATCH", logstore, content=b'{"ttl": 0}'),
-                     400, "ParameterInvalid")
-        assert_error(server.request("POST", project_path + "/logstores",
-                                    content=json.dumps({"name": "access"}).encode()),
-                     400, "LogStoreAlreadyExist")
-        split = ok(server.request("POST", f"{logstore}/shards/0/split",
-                                  content=json.dumps({"splitKey": "8" + "0" * 31}).encode()))
+        assert (
+            ok(server.request("PATCH", logstore, content=json.dumps({"ttl": 7}).encode()))["ttl"]
+            == 7
+        )
+        assert_error(
+            server.request("PATCH", logstore, content=b'{"ttl": 0}'), 400, "ParameterInvalid"
+        )
+        assert_error(
+            server.request(
+                "POST", project_path + "/logstores", content=json.dumps({"name": "access"}).encode()
+            ),
+            400,
+            "LogStoreAlreadyExist",
+        )
+        split = ok(
+            server.request(
+                "POST",
+                f"{logstore}/shards/0/split",
+                content=json.dumps({"splitKey": "8" + "0" * 31}).encode(),
+            )
+        )
         assert [(s["shardId"], s["status"]) for s in split["shards"]] == [  # type: ignore[union-attr]
-            (0, "readonly"), (1, "readwrite"), (2, "readwrite")]
+            (0, "readonly"),
+            (1, "readwrite"),
+            (2, "readwrite"),
+        ]
         merged = ok(server.request("POST", f"{logstore}/shards/1/merge"))
         assert merged["shards"][-1]["parents"] == [1, 2]  # type: ignore[index]
         shards = ok(server.request("GET", f"{logstore}/shards"))["shards"]
@@ -124,8 +160,15 @@ class TestWriteAndPull:
     def test_every_compression_round_trips(
         self, server: ServerProcess, logstore: str, compression: str | None
     ) -> None:
-        raw = log_group_bytes({"msg": "héllo", "k": "v"}, {"msg": "two"}, topic="t", source="s",
-                              time=1_800_000_000, time_ns=123_456_789, tags={"host": "h1"})
+        raw = log_group_bytes(
+            {"msg": "héllo", "k": "v"},
+            {"msg": "two"},
+            topic="t",
+            source="s",
+            time=1_800_000_000,
+            time_ns=123_456_789,
+            tags={"host": "h1"},
+        )
         body = {
             "lz4": lambda: lz4.block.compress(raw, store_size=False),
             "zstd": lambda: zstandard.ZstdCompressor().compress(raw),
@@ -149,28 +192,48 @@ class TestWriteAndPull:
     ) -> None:
         raw = log_group_bytes(*({"i": str(i), "pad": "p" * 200} for i in range(2000)))
         assert len(raw) > 256 << 10  # large enough to go to the validation pool
-        body = {"lz4": lambda: lz4.block.compress(raw, store_size=False),
-                "deflate": lambda: zlib.compress(raw)}.get(compression, lambda: raw)()
+        body = {
+            "lz4": lambda: lz4.block.compress(raw, store_size=False),
+            "deflate": lambda: zlib.compress(raw),
+        }.get(compression, lambda: raw)()
         answer = ok(put(server, logstore, body, compress=compression, raw_size=len(raw)))
         assert answer["logCount"] == 2000
         (frame,) = iter_frames(pull(server, logstore, str(answer["cursor"])).content)
         assert frame.raw() == raw
         garbage = raw[:100_000] + b"\xff" * 100_000
         assert_error(put(server, logstore, garbage), 400, "InvalidLogGroup")
-        assert_error(put(server, logstore, lz4.block.compress(garbage, store_size=False),
-                         compress="lz4", raw_size=len(garbage) + 7), 400, "PostBodyInvalid")
+        assert_error(
+            put(
+                server,
+                logstore,
+                lz4.block.compress(garbage, store_size=False),
+                compress="lz4",
+                raw_size=len(garbage) + 7,
+            ),
+            400,
+            "PostBodyInvalid",
+        )
 
     def test_json_write_and_json_pull(self, server: ServerProcess, logstore: str) -> None:
-        document = {"topic": "web", "source": "10.0.0.1", "tags": {"env": "prod"}, "logs": [
-            {"time_ns": 1_800_000_000_123_456_789, "contents": {"level": "INFO", "n": 5}},
-            {"time": 1_800_000_001, "contents": [["k", "1"], ["k", "2"]]},
-        ]}
-        answer = ok(put(server, logstore, json.dumps(document).encode(),
-                        content_type="application/json"))
+        document = {
+            "topic": "web",
+            "source": "10.0.0.1",
+            "tags": {"env": "prod"},
+            "logs": [
+                {"time_ns": 1_800_000_000_123_456_789, "contents": {"level": "INFO", "n": 5}},
+                {"time": 1_800_000_001, "contents": [["k", "1"], ["k", "2"]]},
+            ],
+        }
+        answer = ok(
+            put(server, logstore, json.dumps(document).encode(), content_type="application/json")
+        )
         body = ok(pull(server, logstore, str(answer["cursor"]), format="json"))
         (group,) = body["logGroups"]  # type: ignore[misc]
-        assert (group["topic"], group["source"], group["tags"]) == ("web", "10.0.0.1",
-                                                                    {"env": "prod"})
+        assert (group["topic"], group["source"], group["tags"]) == (
+            "web",
+            "10.0.0.1",
+            {"env": "prod"},
+        )
         assert group["logs"] == [
             {"timeNs": 1_800_000_000_123_456_789, "contents": [["level", "INFO"], ["n", "5"]]},
             {"timeNs": 1_800_000_001_000_000_000, "contents": [["k", "1"], ["k", "2"]]},
@@ -180,14 +243,19 @@ class TestWriteAndPull:
         before = time.time()
         raw = log_group_bytes({"n": "1"})
         ok(put(server, logstore, raw))
-        at = ok(server.request("GET", f"{logstore}/shards/0/cursor",
-                               params=[("from", str(before - 1))]))["cursor"]
+        at = ok(
+            server.request("GET", f"{logstore}/shards/0/cursor", params=[("from", str(before - 1))])
+        )["cursor"]
         assert decode_cursor(str(at)) == 0
-        after = ok(server.request("GET", f"{logstore}/shards/0/cursor",
-                                  params=[("from", str(time.time() + 60))]))["cursor"]
+        after = ok(
+            server.request(
+                "GET", f"{logstore}/shards/0/cursor", params=[("from", str(time.time() + 60))]
+            )
+        )["cursor"]
         assert decode_cursor(str(after)) == 1  # no log group yet: the end
-        when = ok(server.request("GET", f"{logstore}/shards/0/cursor-time",
-                                 params=[("cursor", str(at))]))
+        when = ok(
+            server.request("GET", f"{logstore}/shards/0/cursor-time", params=[("cursor", str(at))])
+        )
         assert abs(int(when["timeNs"]) / 1e9 - before) < 5  # type: ignore[call-overload]
 
     def test_pull_with_end_cursor_and_count(self, server: ServerProcess, logstore: str) -> None:
@@ -200,8 +268,9 @@ class TestWriteAndPull:
         empty = pull(server, logstore, encode_cursor(5))
         assert (empty.content, empty.headers["x-lh-next-cursor"]) == (b"", encode_cursor(5))
 
-    def test_long_poll_returns_when_data_arrives(self, server: ServerProcess, logstore: str
-                                                 ) -> None:
+    def test_long_poll_returns_when_data_arrives(
+        self, server: ServerProcess, logstore: str
+    ) -> None:
         timer = threading.Timer(0.3, lambda: put(server, logstore, log_group_bytes({"n": "1"})))
         timer.start()
         started = time.monotonic()
@@ -212,13 +281,24 @@ class TestWriteAndPull:
         assert elapsed < 5  # woken by the write, not by the 10 s timeout
 
     def test_hash_key_routing(self, server: ServerProcess, logstore: str) -> None:
-        ok(server.request("POST", f"{logstore}/shards/0/split",
-                          content=json.dumps({"splitKey": "8" + "0" * 31}).encode()))
-        answer = ok(put(server, logstore, log_group_bytes({"n": "1"}),
-                        params=(("hashKey", "9" + "0" * 31),)))
+        ok(
+            server.request(
+                "POST",
+                f"{logstore}/shards/0/split",
+                content=json.dumps({"splitKey": "8" + "0" * 31}).encode(),
+            )
+        )
+        answer = ok(
+            put(
+                server, logstore, log_group_bytes({"n": "1"}), params=(("hashKey", "9" + "0" * 31),)
+            )
+        )
         assert answer["shardId"] == 2
-        assert_error(put(server, logstore, log_group_bytes({"n": "1"}),
-                         params=(("hashKey", "not-hex"),)), 400, "InvalidHashKey")
+        assert_error(
+            put(server, logstore, log_group_bytes({"n": "1"}), params=(("hashKey", "not-hex"),)),
+            400,
+            "InvalidHashKey",
+        )
 
 
 class TestBadInput:
@@ -229,23 +309,43 @@ class TestBadInput:
         cases = [
             (put(server, logstore, b"\xff\xff\xff\xff garbage"), 400, "InvalidLogGroup"),
             (put(server, logstore, b"\x0a\x05\x08"), 400, "InvalidLogGroup"),  # truncated
-            (put(server, logstore, LogGroup(Topic="t").SerializeToString()), 400,
-             "InvalidLogGroup"),  # no logs
+            (
+                put(server, logstore, LogGroup(Topic="t").SerializeToString()),
+                400,
+                "InvalidLogGroup",
+            ),  # no logs
             (put(server, logstore, b"\x0a\x02\x12\x00"), 400, "InvalidLogGroup"),  # no Time
-            (put(server, logstore, b"\x00garbage", compress="lz4", raw_size=100), 400,
-             "PostBodyInvalid"),
+            (
+                put(server, logstore, b"\x00garbage", compress="lz4", raw_size=100),
+                400,
+                "PostBodyInvalid",
+            ),
             (put(server, logstore, raw, compress="lz4"), 400, "ParameterInvalid"),  # no size
             (put(server, logstore, b"garbage!", compress="zstd"), 400, "PostBodyInvalid"),
             (put(server, logstore, b"garbage!", compress="deflate"), 400, "PostBodyInvalid"),
-            (put(server, logstore, zlib.compress(raw)[:-3], compress="deflate"), 400,
-             "PostBodyInvalid"),
-            (put(server, logstore, zlib.compress(raw), compress="deflate", raw_size=len(raw) + 1),
-             400, "PostBodyInvalid"),
+            (
+                put(server, logstore, zlib.compress(raw)[:-3], compress="deflate"),
+                400,
+                "PostBodyInvalid",
+            ),
+            (
+                put(
+                    server, logstore, zlib.compress(raw), compress="deflate", raw_size=len(raw) + 1
+                ),
+                400,
+                "PostBodyInvalid",
+            ),
             (put(server, logstore, raw, compress="brotli"), 400, "InvalidCompressType"),
-            (put(server, logstore, b"{not json", content_type="application/json"), 400,
-             "PostBodyInvalid"),
-            (put(server, logstore, b'{"logs": []}', content_type="application/json"), 400,
-             "PostBodyInvalid"),
+            (
+                put(server, logstore, b"{not json", content_type="application/json"),
+                400,
+                "PostBodyInvalid",
+            ),
+            (
+                put(server, logstore, b'{"logs": []}', content_type="application/json"),
+                400,
+                "PostBodyInvalid",
+            ),
             (put(server, logstore, raw, content_type="text/plain"), 400, "ParameterInvalid"),
         ]
         for response, status, code in cases:
@@ -255,16 +355,26 @@ class TestBadInput:
     def test_decompression_bombs(self, server_factory: Callable[..., ServerProcess]) -> None:
         small = server_factory(auth=False, extra_args=["--max-raw-bytes", "100000"])
         small.request("POST", f"{API}/projects", content=b'{"name": "bombs"}')
-        small.request("POST", f"{API}/projects/bombs/logstores",
-                      content=b'{"name": "ls", "shardCount": 1}')
+        small.request(
+            "POST", f"{API}/projects/bombs/logstores", content=b'{"name": "ls", "shardCount": 1}'
+        )
         path = f"{API}/projects/bombs/logstores/ls"
         zeros = b"\x00" * 1_000_000
         cases = [
-            put(small, path, lz4.block.compress(zeros, store_size=False), compress="lz4",
-                raw_size=len(zeros)),  # declared size above the limit
+            put(
+                small,
+                path,
+                lz4.block.compress(zeros, store_size=False),
+                compress="lz4",
+                raw_size=len(zeros),
+            ),  # declared size above the limit
             put(small, path, zstandard.ZstdCompressor().compress(zeros), compress="zstd"),
-            put(small, path, zstandard.ZstdCompressor(write_content_size=False).compress(zeros),
-                compress="zstd"),  # actual size above the limit, nothing declared
+            put(
+                small,
+                path,
+                zstandard.ZstdCompressor(write_content_size=False).compress(zeros),
+                compress="zstd",
+            ),  # actual size above the limit, nothing declared
             put(small, path, zlib.compress(zeros, 9), compress="deflate"),
             put(small, path, zlib.compress(zeros, 9), compress="deflate", raw_size=50),
         ]
@@ -275,33 +385,45 @@ class TestBadInput:
     def test_oversized_body(self, server_factory: Callable[..., ServerProcess]) -> None:
         small = server_factory(auth=False, extra_args=["--max-body-bytes", "1000"])
         small.request("POST", f"{API}/projects", content=b'{"name": "big"}')
-        small.request("POST", f"{API}/projects/big/logstores",
-                      content=b'{"name": "ls", "shardCount": 1}')
+        small.request(
+            "POST", f"{API}/projects/big/logstores", content=b'{"name": "ls", "shardCount": 1}'
+        )
         path = f"{API}/projects/big/logstores/ls"
-        assert_error(put(small, path, log_group_bytes({"n": "x" * 5000})), 413,
-                     "PostBodyTooLarge")
+        assert_error(put(small, path, log_group_bytes({"n": "x" * 5000})), 413, "PostBodyTooLarge")
 
         def chunked() -> object:  # no Content-Length: the limit applies while streaming
             yield b"x" * 800
             yield b"x" * 800
 
-        response = httpx.post(small.endpoint + path + "/logs", content=chunked(),  # type: ignore[arg-type]
-                              headers={"content-type": "application/x-protobuf"})
+        response = httpx.post(
+            small.endpoint + path + "/logs",
+            content=chunked(),  # type: ignore[arg-type]
+            headers={"content-type": "application/x-protobuf"},
+        )
         assert_error(response, 413, "PostBodyTooLarge")
         assert end_position(small, path) == 0
 
     def test_unknown_resources(self, server: ServerProcess, logstore: str) -> None:
         project_path = logstore.rsplit("/logstores/", 1)[0]
         raw = log_group_bytes({"n": "1"})
-        assert_error(put(server, f"{API}/projects/no-such-project/logstores/x", raw), 404,
-                     "ProjectNotExist")
-        assert_error(put(server, f"{project_path}/logstores/no-such-store", raw), 404,
-                     "LogStoreNotExist")
-        assert_error(server.request("GET", f"{logstore}/shards/9/logs",
-                                    params=[("cursor", encode_cursor(0))]),
-                     404, "ShardNotExist")
-        assert_error(server.request("GET", f"{logstore}/shards/abc/cursor",
-                                    params=[("from", "begin")]), 404, "ShardNotExist")
+        assert_error(
+            put(server, f"{API}/projects/no-such-project/logstores/x", raw), 404, "ProjectNotExist"
+        )
+        assert_error(
+            put(server, f"{project_path}/logstores/no-such-store", raw), 404, "LogStoreNotExist"
+        )
+        assert_error(
+            server.request(
+                "GET", f"{logstore}/shards/9/logs", params=[("cursor", encode_cursor(0))]
+            ),
+            404,
+            "ShardNotExist",
+        )
+        assert_error(
+            server.request("GET", f"{logstore}/shards/abc/cursor", params=[("from", "begin")]),
+            404,
+            "ShardNotExist",
+        )
         assert_error(server.request("GET", f"{API}/nothing-here"), 404, "NotFound")
         assert_error(server.request("PUT", f"{API}/projects"), 405, "MethodNotAllowed")
 
@@ -313,12 +435,18 @@ class TestBadInput:
             (pull(server, logstore, encode_cursor(0), count="0"), "ParameterInvalid"),
             (pull(server, logstore, encode_cursor(0), count="x"), "ParameterInvalid"),
             (pull(server, logstore, encode_cursor(0), format="xml"), "ParameterInvalid"),
-            (server.request("GET", f"{logstore}/shards/0/cursor", params=[("from", "soon")]),
-             "ParameterInvalid"),
-            (server.request("POST", f"{logstore}/shards/0/split", content=b"[]"),
-             "PostBodyInvalid"),
-            (server.request("POST", f"{logstore}/shards/0/split",
-                            content=b'{"splitKey": "00"}'), "InvalidHashKey"),
+            (
+                server.request("GET", f"{logstore}/shards/0/cursor", params=[("from", "soon")]),
+                "ParameterInvalid",
+            ),
+            (
+                server.request("POST", f"{logstore}/shards/0/split", content=b"[]"),
+                "PostBodyInvalid",
+            ),
+            (
+                server.request("POST", f"{logstore}/shards/0/split", content=b'{"splitKey": "00"}'),
+                "InvalidHashKey",
+            ),
         ]
         for response, code in cases:
             assert_error(response, 400, code)
@@ -331,8 +459,13 @@ class TestAuthentication:
 
         def signed(**overrides: object) -> dict[str, str]:
             options: dict[str, object] = {
-                "access_key_id": server.access_key_id, "secret": server.access_key_secret,
-                "method": "GET", "path": path, "params": [], "body": b""}
+                "access_key_id": server.access_key_id,
+                "secret": server.access_key_secret,
+                "method": "GET",
+                "path": path,
+                "params": [],
+                "body": b"",
+            }
             options.update(overrides)
             return sign_headers(**options)  # type: ignore[arg-type]
 
@@ -373,12 +506,12 @@ def test_openapi_documents_every_route(server: ServerProcess) -> None:
     paths = document["paths"]
     app = create_app(ServerConfig(data_dir=server.data_dir.parent / "openapi-check"))
     for route in app.routes:
-        path = getattr(route, "path")
+        path = route.path
         assert path in paths, f"{path} is not documented"
         documented = {m.upper() for m in paths[path]}  # type: ignore[index]
-        served = set(getattr(route, "methods")) - {"HEAD"}
+        served = set(route.methods) - {"HEAD"}
         assert served == documented, path
-    assert set(paths) == {getattr(r, "path") for r in app.routes}  # type: ignore[arg-type]
+    assert set(paths) == {r.path for r in app.routes}  # type: ignore[arg-type]
 
 
 class TestConfiguration:
@@ -388,7 +521,11 @@ class TestConfiguration:
         env = {"LOGHARBOR_PORT": "2222", "LOGHARBOR_NO_AUTH": "true"}
         config = load_config(config_file=config_file, env=env, overrides={"data_dir": "/cli"})
         assert (config.host, config.port, config.auth, str(config.data_dir)) == (
-            "127.0.0.2", 2222, False, "/cli")
+            "127.0.0.2",
+            2222,
+            False,
+            "/cli",
+        )
 
     def test_bad_settings_are_named(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="port"):
@@ -398,8 +535,9 @@ class TestConfiguration:
         with pytest.raises(ConfigError, match="colour"):
             load_config(config_file=config_file, env={})
 
-    def test_server_from_config_file(self, server_factory: Callable[..., ServerProcess],
-                                     tmp_path: Path) -> None:
+    def test_server_from_config_file(
+        self, server_factory: Callable[..., ServerProcess], tmp_path: Path
+    ) -> None:
         config_file = tmp_path / "server.toml"
         config_file.write_text("[server]\nauth = false\nmax_body_bytes = 2000\n")
         proc = server_factory(extra_args=["--config", str(config_file)])

@@ -26,9 +26,7 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Port; 0 picks a free one [LOGHARBOR_PORT]")
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="TOML config file [LOGHARBOR_CONFIG]")
-    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file [LOGHARBOR_CONFIG]")] = None,
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept unsigned requests (local play only)")
     ] = False,
@@ -42,8 +40,12 @@ def serve(
     from .server.runner import serve as run
 
     overrides = {
-        "data_dir": data_dir, "host": host, "port": port, "max_body_bytes": max_body_bytes,
-        "max_raw_bytes": max_raw_bytes, "log_level": log_level,
+        "data_dir": data_dir,
+        "host": host,
+        "port": port,
+        "max_body_bytes": max_body_bytes,
+        "max_raw_bytes": max_raw_bytes,
+        "log_level": log_level,
         "auth": False if no_auth else None,
     }
     try:

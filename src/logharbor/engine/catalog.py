@@ -147,8 +147,14 @@ class Catalog:
                 db.execute(
                     "INSERT INTO logstores VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        info.project, info.name, info.uid, info.ttl, int(info.auto_split),
-                        info.max_split_shard, info.create_time, info.update_time,
+                        info.project,
+                        info.name,
+                        info.uid,
+                        info.ttl,
+                        int(info.auto_split),
+                        info.max_split_shard,
+                        info.create_time,
+                        info.update_time,
                     ),
                 )
                 for shard in shards:
@@ -164,8 +170,13 @@ class Catalog:
         db.execute(
             "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                uid, shard.shard_id, shard.status.value, shard.begin_key, shard.end_key,
-                json.dumps(list(shard.parents)), json.dumps(list(shard.children)),
+                uid,
+                shard.shard_id,
+                shard.status.value,
+                shard.begin_key,
+                shard.end_key,
+                json.dumps(list(shard.parents)),
+                json.dumps(list(shard.children)),
                 shard.create_time,
             ),
         )
@@ -173,18 +184,23 @@ class Catalog:
     def _logstore(self, row: sqlite3.Row) -> LogstoreInfo:
         writable = self._query(
             "SELECT count(*) FROM shards WHERE uid = ? AND status = ?",
-            row["uid"], ShardStatus.READWRITE.value,
+            row["uid"],
+            ShardStatus.READWRITE.value,
         )[0][0]
         return LogstoreInfo(
-            project=row["project"], name=row["name"], ttl=row["ttl"], shard_count=int(writable),
-            auto_split=bool(row["auto_split"]), max_split_shard=row["max_split_shard"],
-            create_time=row["create_time"], update_time=row["update_time"], uid=row["uid"],
+            project=row["project"],
+            name=row["name"],
+            ttl=row["ttl"],
+            shard_count=int(writable),
+            auto_split=bool(row["auto_split"]),
+            max_split_shard=row["max_split_shard"],
+            create_time=row["create_time"],
+            update_time=row["update_time"],
+            uid=row["uid"],
         )
 
     def logstore(self, project: str, name: str) -> LogstoreInfo:
-        rows = self._query(
-            "SELECT * FROM logstores WHERE project = ? AND name = ?", project, name
-        )
+        rows = self._query("SELECT * FROM logstores WHERE project = ? AND name = ?", project, name)
         if not rows:
             self.project(project)
             raise ServiceError(
@@ -201,7 +217,9 @@ class Catalog:
         total = self._query("SELECT count(*) FROM logstores WHERE project = ?", project)[0][0]
         rows = self._query(
             "SELECT * FROM logstores WHERE project = ? ORDER BY name LIMIT ? OFFSET ?",
-            project, size, offset,
+            project,
+            size,
+            offset,
         )
         return [self._logstore(r) for r in rows], int(total)
 

@@ -91,7 +91,11 @@ class CommitLog:
     # ------------------------------------------------------------- callers
 
     def append(
-        self, store: LogstoreRuntime, group: PreparedGroup, hash_key: int | None, *,
+        self,
+        store: LogstoreRuntime,
+        group: PreparedGroup,
+        hash_key: int | None,
+        *,
         block: bool = True,
     ) -> Future[PutResult]:
         """Queue an append; when the queue is full, wait for room (``block``) up to
@@ -188,8 +192,11 @@ class CommitLog:
                     shard_id, shard = op.store.route(op.hash_key)
                     group = op.group
                     position = shard.write(
-                        group.payload, raw_size=group.raw_size, log_count=group.log_count,
-                        compression=group.compression, received=now,
+                        group.payload,
+                        raw_size=group.raw_size,
+                        log_count=group.log_count,
+                        compression=group.compression,
+                        received=now,
                     )
                     touched[id(shard)] = shard
                     done.append((op.future, PutResult(shard_id, position)))

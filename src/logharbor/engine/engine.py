@@ -109,8 +109,11 @@ class Engine:
 
     def _open_runtime(self, info: LogstoreInfo) -> LogstoreRuntime:
         return LogstoreRuntime.open(
-            info, self.catalog.shards(info.uid), self._shards_dir / info.uid,
-            segment_bytes=self.config.segment_bytes, durable=self.config.durable,
+            info,
+            self.catalog.shards(info.uid),
+            self._shards_dir / info.uid,
+            segment_bytes=self.config.segment_bytes,
+            durable=self.config.durable,
         )
 
     def close(self) -> None:
@@ -173,14 +176,21 @@ class Engine:
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "auto_split must be a boolean")
         now = self._now_seconds()
         info = LogstoreInfo(
-            project=project, name=name, ttl=ttl, shard_count=shard_count, auto_split=auto_split,
-            max_split_shard=max_split_shard, create_time=now, update_time=now,
+            project=project,
+            name=name,
+            ttl=ttl,
+            shard_count=shard_count,
+            auto_split=auto_split,
+            max_split_shard=max_split_shard,
+            create_time=now,
+            update_time=now,
             uid=uuid.uuid4().hex,
         )
         span = MAX_HASH_KEY + 1
         shards = [
             ShardInfo(
-                shard_id=i, status=ShardStatus.READWRITE,
+                shard_id=i,
+                status=ShardStatus.READWRITE,
                 begin_key=format_hash_key(i * span // shard_count),
                 end_key=format_hash_key((i + 1) * span // shard_count),
                 create_time=now,
@@ -200,7 +210,8 @@ class Engine:
         self, project: str, offset: int = 0, size: int = 100
     ) -> tuple[list[LogstoreInfo], int]:
         return self.catalog.logstores(
-            project, _check_int("offset", offset, 0, 1 << 31),
+            project,
+            _check_int("offset", offset, 0, 1 << 31),
             _check_int("size", size, 0, MAX_PAGE),
         )
 
@@ -222,13 +233,17 @@ class Engine:
             if auto_split is not None and not isinstance(auto_split, bool):
                 raise ServiceError(ErrorCode.INVALID_PARAMETER, "auto_split must be a boolean")
             updated = LogstoreInfo(
-                project=project, name=name,
+                project=project,
+                name=name,
                 ttl=info.ttl if ttl is None else ttl,
                 shard_count=info.shard_count,
                 auto_split=info.auto_split if auto_split is None else auto_split,
-                max_split_shard=info.max_split_shard if max_split_shard is None
+                max_split_shard=info.max_split_shard
+                if max_split_shard is None
                 else max_split_shard,
-                create_time=info.create_time, update_time=self._now_seconds(), uid=info.uid,
+                create_time=info.create_time,
+                update_time=self._now_seconds(),
+                uid=info.uid,
             )
             self.catalog.update_logstore(updated)
             self._stores[(project, name)].info = updated
@@ -280,10 +295,22 @@ class Engine:
             left, right = self._new_ids(runtime, retiring=1, creating=2)
             now = self._now_seconds()
             children = [
-                ShardInfo(left, ShardStatus.READWRITE, parent.begin_key, format_hash_key(key),
-                          now, parents=(shard_id,)),
-                ShardInfo(right, ShardStatus.READWRITE, format_hash_key(key), parent.end_key,
-                          now, parents=(shard_id,)),
+                ShardInfo(
+                    left,
+                    ShardStatus.READWRITE,
+                    parent.begin_key,
+                    format_hash_key(key),
+                    now,
+                    parents=(shard_id,),
+                ),
+                ShardInfo(
+                    right,
+                    ShardStatus.READWRITE,
+                    format_hash_key(key),
+                    parent.end_key,
+                    now,
+                    parents=(shard_id,),
+                ),
             ]
             retired = [_retire(parent, (left, right))]
             return self._replace_shards(runtime, retired, children)
@@ -294,7 +321,8 @@ class Engine:
             runtime = self._runtime(project, logstore)
             first = self._writable_shard(runtime, shard_id)
             following = [
-                s for s in self.catalog.shards(runtime.info.uid)
+                s
+                for s in self.catalog.shards(runtime.info.uid)
                 if s.status is ShardStatus.READWRITE and s.begin_key == first.end_key
             ]
             if not following:
@@ -305,8 +333,12 @@ class Engine:
             second = following[0]
             (merged_id,) = self._new_ids(runtime, retiring=2, creating=1)
             merged = ShardInfo(
-                merged_id, ShardStatus.READWRITE, first.begin_key, second.end_key,
-                self._now_seconds(), parents=(first.shard_id, second.shard_id),
+                merged_id,
+                ShardStatus.READWRITE,
+                first.begin_key,
+                second.end_key,
+                self._now_seconds(),
+                parents=(first.shard_id, second.shard_id),
             )
             retired = [_retire(first, (merged_id,)), _retire(second, (merged_id,))]
             return self._replace_shards(runtime, retired, [merged])
@@ -317,9 +349,7 @@ class Engine:
             raise ServiceError(ErrorCode.SHARD_READ_ONLY, f"shard {shard_id} is readonly")
         return shard
 
-    def _new_ids(
-        self, runtime: LogstoreRuntime, *, retiring: int, creating: int
-    ) -> list[ShardId]:
+    def _new_ids(self, runtime: LogstoreRuntime, *, retiring: int, creating: int) -> list[ShardId]:
         shards = self.catalog.shards(runtime.info.uid)
         writable = sum(1 for s in shards if s.status is ShardStatus.READWRITE)
         if writable - retiring + creating > MAX_SHARDS:
@@ -352,8 +382,13 @@ class Engine:
     # ---------------------------------------------------------------- data
 
     def put(
-        self, project: str, logstore: str, group: PreparedGroup, hash_key: str | None = None,
-        *, block: bool = True,
+        self,
+        project: str,
+        logstore: str,
+        group: PreparedGroup,
+        hash_key: str | None = None,
+        *,
+        block: bool = True,
     ) -> Future[PutResult]:
         """Queue a validated log group; the future resolves once it is durable.
 
@@ -371,9 +406,7 @@ class Engine:
         shard = self._runtime(project, logstore).shard(shard_id)
         return ShardStatus.READONLY if shard.readonly else ShardStatus.READWRITE
 
-    def cursor(
-        self, project: str, logstore: str, shard_id: ShardId, at: CursorFrom
-    ) -> Position:
+    def cursor(self, project: str, logstore: str, shard_id: ShardId, at: CursorFrom) -> Position:
         """The position at ``begin``, at ``end``, or of the first log group received
         at or after the time ``at`` (nanoseconds)."""
         shard = self._runtime(project, logstore).shard(shard_id)
@@ -414,7 +447,11 @@ class Engine:
         return self.clock() if received is None else received
 
     def add_waiter(
-        self, project: str, logstore: str, shard_id: ShardId, position: Position,
+        self,
+        project: str,
+        logstore: str,
+        shard_id: ShardId,
+        position: Position,
         wake: Callable[[], None],
     ) -> Callable[[], None] | None:
         """Call ``wake`` (from the commit thread; keep it cheap) once data past
@@ -461,6 +498,11 @@ class Engine:
 
 def _retire(shard: ShardInfo, children: tuple[ShardId, ...]) -> ShardInfo:
     return ShardInfo(
-        shard.shard_id, ShardStatus.READONLY, shard.begin_key, shard.end_key, shard.create_time,
-        parents=shard.parents, children=children,
+        shard.shard_id,
+        ShardStatus.READONLY,
+        shard.begin_key,
+        shard.end_key,
+        shard.create_time,
+        parents=shard.parents,
+        children=children,
     )

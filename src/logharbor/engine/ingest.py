@@ -13,9 +13,9 @@ import json
 import multiprocessing
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +65,9 @@ def _validate(raw: bytes) -> int:
     try:
         group.ParseFromString(raw)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise ServiceError(ErrorCode.INVALID_LOG_GROUP, f"malformed LogGroup protobuf: {exc}")
+        raise ServiceError(
+            ErrorCode.INVALID_LOG_GROUP, f"malformed LogGroup protobuf: {exc}"
+        ) from None
     if not group.IsInitialized():
         missing = ", ".join(group.FindInitializationErrors()[:5])
         raise ServiceError(
@@ -216,8 +218,12 @@ class IngestPool:
         try:
             ok, first, second, third = await asyncio.wrap_future(
                 self._executor().submit(
-                    _prepare_in_worker, body, int(compression), raw_size,
-                    limits.max_body_bytes, limits.max_raw_bytes,
+                    _prepare_in_worker,
+                    body,
+                    int(compression),
+                    raw_size,
+                    limits.max_body_bytes,
+                    limits.max_raw_bytes,
                 )
             )
         except BrokenProcessPool:
@@ -225,7 +231,7 @@ class IngestPool:
                 self._pool = None
             return await asyncio.to_thread(prepare_protobuf, body, compression, raw_size, limits)
         if not ok:
-            raise ServiceError(ErrorCode(first), second)
+            raise ServiceError(ErrorCode.lookup(first) or ErrorCode.INTERNAL, second)
         if first is None:
             return PreparedGroup(body, compression, second, third)
         return PreparedGroup(first, Compression.LZ4, second, third)

@@ -31,8 +31,13 @@ class LogstoreRuntime:
 
     @classmethod
     def open(
-        cls, info: LogstoreInfo, shard_infos: list[ShardInfo], directory: Path, *,
-        segment_bytes: int, durable: bool,
+        cls,
+        info: LogstoreInfo,
+        shard_infos: list[ShardInfo],
+        directory: Path,
+        *,
+        segment_bytes: int,
+        durable: bool,
     ) -> LogstoreRuntime:
         runtime = cls(info, directory)
         for shard in shard_infos:
@@ -42,7 +47,9 @@ class LogstoreRuntime:
 
     def add_shard(self, shard: ShardInfo, *, segment_bytes: int, durable: bool) -> ShardLog:
         log = ShardLog(
-            self.directory / str(shard.shard_id), segment_bytes=segment_bytes, durable=durable,
+            self.directory / str(shard.shard_id),
+            segment_bytes=segment_bytes,
+            durable=durable,
             readonly=shard.status is ShardStatus.READONLY,
         )
         self.shards[shard.shard_id] = log
@@ -61,8 +68,12 @@ class LogstoreRuntime:
 
     def set_routes(self, shard_infos: list[ShardInfo]) -> None:
         routes = [
-            _Route(parse_hash_key(s.begin_key), parse_hash_key(s.end_key), s.shard_id,
-                   self.shards[s.shard_id])
+            _Route(
+                parse_hash_key(s.begin_key),
+                parse_hash_key(s.end_key),
+                s.shard_id,
+                self.shards[s.shard_id],
+            )
             for s in shard_infos
             if s.status is ShardStatus.READWRITE
         ]

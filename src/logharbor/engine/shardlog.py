@@ -154,7 +154,12 @@ class ShardLog:
     # ------------------------------------------------------ writer (commit thread)
 
     def write(
-        self, payload: bytes, *, raw_size: int, log_count: int, compression: Compression,
+        self,
+        payload: bytes,
+        *,
+        raw_size: int,
+        log_count: int,
+        compression: Compression,
         received: Nanos,
     ) -> Position:
         """Append one log group; durable and visible only after ``sync`` and ``publish``."""

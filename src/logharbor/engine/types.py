@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 ShardId = int
 Position = int  # index of a log group within its shard; a cursor encodes it
@@ -20,7 +20,7 @@ def wall_clock() -> Nanos:
     return time.time_ns()
 
 
-class ShardStatus(str, Enum):
+class ShardStatus(StrEnum):
     READWRITE = "readwrite"
     READONLY = "readonly"
 

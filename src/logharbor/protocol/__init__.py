@@ -1,8 +1,8 @@
 """The wire protocol shared by the LogHarbor server and SDK: schema, codecs, errors, signing."""
 
 from .codec import (
-    Compression,
     CodecError,
+    Compression,
     Frame,
     decode_cursor,
     encode_cursor,

@@ -105,9 +105,7 @@ def decompress(
 
 
 def _too_large(limit: int) -> CodecError:
-    return CodecError(
-        ErrorCode.RAW_SIZE_TOO_LARGE, f"body decompresses to more than {limit} bytes"
-    )
+    return CodecError(ErrorCode.RAW_SIZE_TOO_LARGE, f"body decompresses to more than {limit} bytes")
 
 
 def _lz4(data: bytes, raw_size: int | None) -> bytes:
@@ -269,7 +267,11 @@ def iter_frames(data: bytes | memoryview, *, verify: bool = True) -> Iterator[Fr
         except ValueError:
             raise CodecError(ErrorCode.INVALID_BODY, f"unknown compression {comp}") from None
         yield Frame(
-            position, received, raw_size, logs, compression,
+            position,
+            received,
+            raw_size,
+            logs,
+            compression,
             bytes(view[offset + FRAME_HEADER_SIZE : end]),
         )
         offset = end

@@ -7,10 +7,10 @@ so that the SLS facade can render engine errors unchanged.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """An error code and the HTTP status it is answered with."""
 
     http_status: int
@@ -57,10 +57,8 @@ class ErrorCode(str, Enum):
 
     @classmethod
     def lookup(cls, value: str) -> ErrorCode | None:
-        try:
-            return cls(value)
-        except ValueError:
-            return None
+        member = cls._value2member_map_.get(value)
+        return member if isinstance(member, ErrorCode) else None
 
 
 class ServiceError(Exception):

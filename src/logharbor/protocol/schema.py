@@ -28,10 +28,10 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-_F = descriptor_pb2.FieldDescriptorProto
+_F: Any = descriptor_pb2.FieldDescriptorProto
 
 
-def _field(name: str, number: int, ftype: int, label: int, type_name: str = "") -> _F:
+def _field(name: str, number: int, ftype: int, label: int, type_name: str = "") -> Any:
     field = _F(name=name, number=number, type=ftype, label=label)
     if type_name:
         field.type_name = type_name
@@ -46,9 +46,7 @@ def _build_file(package: str, value_type: int) -> descriptor_pb2.FileDescriptorP
     )
     log = fdp.message_type.add(name="Log")
     content = log.nested_type.add(name="Content")
-    content.field.extend(
-        [_field("Key", 1, string, req), _field("Value", 2, value_type, req)]
-    )
+    content.field.extend([_field("Key", 1, string, req), _field("Value", 2, value_type, req)])
     log.field.extend(
         [
             _field("Time", 1, _F.TYPE_UINT32, req),

@@ -46,14 +46,18 @@ class AccessKeyStore:
         document = json.loads(self.path.read_text())
         for item in document.get("keys", []):
             key = AccessKey(
-                item["accessKeyId"], item["accessKeySecret"], int(item.get("createTime", 0)),
+                item["accessKeyId"],
+                item["accessKeySecret"],
+                int(item.get("createTime", 0)),
                 bool(item.get("root", False)),
             )
             self._keys[key.access_key_id] = key
 
     def _create_root(self) -> AccessKey:
         key = AccessKey(
-            "LH" + secrets.token_hex(10).upper(), secrets.token_urlsafe(30), int(time.time()),
+            "LH" + secrets.token_hex(10).upper(),
+            secrets.token_urlsafe(30),
+            int(time.time()),
             root=True,
         )
         self._keys[key.access_key_id] = key
@@ -64,8 +68,10 @@ class AccessKeyStore:
         document = {
             "keys": [
                 {
-                    "accessKeyId": k.access_key_id, "accessKeySecret": k.access_key_secret,
-                    "createTime": k.create_time, "root": k.root,
+                    "accessKeyId": k.access_key_id,
+                    "accessKeySecret": k.access_key_secret,
+                    "createTime": k.create_time,
+                    "root": k.root,
                 }
                 for k in self._keys.values()
             ]

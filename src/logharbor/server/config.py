@@ -92,8 +92,9 @@ def load_config(
     """Defaults, then the file, then the environment, then ``overrides`` (CLI options)."""
     env = os.environ if env is None else env
     config = ServerConfig()
-    config_file = config_file or (Path(env[f"{ENV_PREFIX}CONFIG"]) if env.get(
-        f"{ENV_PREFIX}CONFIG") else None)
+    config_file = config_file or (
+        Path(env[f"{ENV_PREFIX}CONFIG"]) if env.get(f"{ENV_PREFIX}CONFIG") else None
+    )
     if config_file is not None:
         try:
             document = tomllib.loads(config_file.read_text())

@@ -117,9 +117,7 @@ def json_field(document: Mapping[str, Any], name: str, kind: type, default: Any 
     if value is None:
         return None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ServiceError(
-            ErrorCode.INVALID_PARAMETER, f"{name} must be of type {kind.__name__}"
-        )
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, f"{name} must be of type {kind.__name__}")
     return value
 
 

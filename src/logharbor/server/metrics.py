@@ -32,7 +32,8 @@ class _EngineCollector(Collector):
             "logharbor_ingested_bytes", "Stored bytes made durable", value=stats.bytes
         )
         yield GaugeMetricFamily(
-            "logharbor_commit_pending_bytes", "Bytes waiting in the write queue",
+            "logharbor_commit_pending_bytes",
+            "Bytes waiting in the write queue",
             value=stats.pending_bytes,
         )
 
@@ -41,12 +42,16 @@ class Metrics:
     def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "logharbor_http_requests", "HTTP requests answered",
-            ["route", "method", "status"], registry=self.registry,
+            "logharbor_http_requests",
+            "HTTP requests answered",
+            ["route", "method", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "logharbor_http_request_seconds", "HTTP request latency",
-            ["route", "method"], registry=self.registry,
+            "logharbor_http_request_seconds",
+            "HTTP request latency",
+            ["route", "method"],
+            registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.registry.register(_EngineCollector(engine))

@@ -35,24 +35,35 @@ _INLINE_PREPARE_BYTES = 64 << 10
 
 def project_json(p: ProjectInfo) -> dict[str, Any]:
     return {
-        "name": p.name, "description": p.description,
-        "createTime": p.create_time, "updateTime": p.update_time,
+        "name": p.name,
+        "description": p.description,
+        "createTime": p.create_time,
+        "updateTime": p.update_time,
     }
 
 
 def logstore_json(ls: LogstoreInfo) -> dict[str, Any]:
     return {
-        "project": ls.project, "name": ls.name, "ttl": ls.ttl, "shardCount": ls.shard_count,
-        "autoSplit": ls.auto_split, "maxSplitShard": ls.max_split_shard,
-        "createTime": ls.create_time, "updateTime": ls.update_time,
+        "project": ls.project,
+        "name": ls.name,
+        "ttl": ls.ttl,
+        "shardCount": ls.shard_count,
+        "autoSplit": ls.auto_split,
+        "maxSplitShard": ls.max_split_shard,
+        "createTime": ls.create_time,
+        "updateTime": ls.update_time,
     }
 
 
 def shard_json(s: ShardInfo) -> dict[str, Any]:
     return {
-        "shardId": s.shard_id, "status": s.status.value, "beginKey": s.begin_key,
-        "endKey": s.end_key, "createTime": s.create_time,
-        "parents": list(s.parents), "children": list(s.children),
+        "shardId": s.shard_id,
+        "status": s.status.value,
+        "beginKey": s.begin_key,
+        "endKey": s.end_key,
+        "createTime": s.create_time,
+        "parents": list(s.parents),
+        "children": list(s.children),
     }
 
 
@@ -64,20 +75,22 @@ def pull_json(result: PullResult) -> dict[str, Any]:
     groups = []
     for frame in iter_frames(result.frames, verify=False):
         group = RawLogGroup.FromString(frame.raw())
-        groups.append({
-            "cursor": encode_cursor(frame.position),
-            "receiveTimeNs": frame.received_ns,
-            "topic": group.Topic,
-            "source": group.Source,
-            "tags": {tag.Key: tag.Value for tag in group.LogTags},
-            "logs": [
-                {
-                    "timeNs": log.Time * NANOS_PER_SECOND + log.Time_ns,
-                    "contents": [[c.Key, _text(c.Value)] for c in log.Contents],
-                }
-                for log in group.Logs
-            ],
-        })
+        groups.append(
+            {
+                "cursor": encode_cursor(frame.position),
+                "receiveTimeNs": frame.received_ns,
+                "topic": group.Topic,
+                "source": group.Source,
+                "tags": {tag.Key: tag.Value for tag in group.LogTags},
+                "logs": [
+                    {
+                        "timeNs": log.Time * NANOS_PER_SECOND + log.Time_ns,
+                        "contents": [[c.Key, _text(c.Value)] for c in log.Contents],
+                    }
+                    for log in group.Logs
+                ],
+            }
+        )
     return {
         "nextCursor": encode_cursor(result.next_position),
         "endCursor": encode_cursor(result.end_position),
@@ -127,14 +140,19 @@ class NativeAPI:
             self._route("/projects", GET=self.list_projects, POST=self.create_project),
             self._route(
                 "/projects/{project}",
-                GET=self.get_project, PATCH=self.update_project, DELETE=self.delete_project,
+                GET=self.get_project,
+                PATCH=self.update_project,
+                DELETE=self.delete_project,
             ),
             self._route(
                 "/projects/{project}/logstores",
-                GET=self.list_logstores, POST=self.create_logstore,
+                GET=self.list_logstores,
+                POST=self.create_logstore,
             ),
             self._route(
-                ls, GET=self.get_logstore, PATCH=self.update_logstore,
+                ls,
+                GET=self.get_logstore,
+                PATCH=self.update_logstore,
                 DELETE=self.delete_logstore,
             ),
             self._route(ls + "/logs", POST=self.put_logs),
@@ -152,15 +170,18 @@ class NativeAPI:
         projects, total = self.engine.list_projects(
             call.int_param("offset", 0, 0, 1 << 31), call.int_param("size", 100, 0, 500)
         )
-        return JSONResponse({
-            "projects": [project_json(p) for p in projects], "count": len(projects),
-            "total": total,
-        })
+        return JSONResponse(
+            {
+                "projects": [project_json(p) for p in projects],
+                "count": len(projects),
+                "total": total,
+            }
+        )
 
     async def create_project(self, call: Call) -> Response:
         body = call.json()
         info = self.engine.create_project(
-            body.get("name"), json_field(body, "description", str, "") or ""
+            json_field(body, "name", str, ""), json_field(body, "description", str, "") or ""
         )
         return JSONResponse(project_json(info))
 
@@ -185,12 +206,16 @@ class NativeAPI:
     async def list_logstores(self, call: Call) -> Response:
         stores, total = self.engine.list_logstores(
             call.path("project"),
-            call.int_param("offset", 0, 0, 1 << 31), call.int_param("size", 100, 0, 500),
+            call.int_param("offset", 0, 0, 1 << 31),
+            call.int_param("size", 100, 0, 500),
         )
-        return JSONResponse({
-            "logstores": [logstore_json(s) for s in stores], "count": len(stores),
-            "total": total,
-        })
+        return JSONResponse(
+            {
+                "logstores": [logstore_json(s) for s in stores],
+                "count": len(stores),
+                "total": total,
+            }
+        )
 
     async def create_logstore(self, call: Call) -> Response:
         body = call.json()
@@ -202,7 +227,8 @@ class NativeAPI:
         }
         info = await run_in_threadpool(
             lambda: self.engine.create_logstore(
-                call.path("project"), body.get("name"),
+                call.path("project"),
+                json_field(body, "name", str, ""),
                 **{k: v for k, v in options.items() if v is not None},
             )
         )
@@ -215,7 +241,8 @@ class NativeAPI:
     async def update_logstore(self, call: Call) -> Response:
         body = call.json()
         info = self.engine.update_logstore(
-            call.path("project"), call.path("logstore"),
+            call.path("project"),
+            call.path("logstore"),
             ttl=json_field(body, "ttl", int),
             auto_split=json_field(body, "autoSplit", bool),
             max_split_shard=json_field(body, "maxSplitShard", int),
@@ -239,14 +266,19 @@ class NativeAPI:
         if not key:
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "splitKey is required")
         shards = await run_in_threadpool(
-            self.engine.split_shard, call.path("project"), call.path("logstore"),
-            call.shard_id(), key,
+            self.engine.split_shard,
+            call.path("project"),
+            call.path("logstore"),
+            call.shard_id(),
+            key,
         )
         return JSONResponse({"shards": [shard_json(s) for s in shards]})
 
     async def merge_shard(self, call: Call) -> Response:
         shards = await run_in_threadpool(
-            self.engine.merge_shard, call.path("project"), call.path("logstore"),
+            self.engine.merge_shard,
+            call.path("project"),
+            call.path("logstore"),
             call.shard_id(),
         )
         return JSONResponse({"shards": [shard_json(s) for s in shards]})
@@ -287,11 +319,13 @@ class NativeAPI:
                 lambda: self.engine.put(project, logstore, group, hash_key)
             )
         result = await asyncio.wrap_future(future)
-        return JSONResponse({
-            "shardId": result.shard_id,
-            "cursor": encode_cursor(result.position),
-            "logCount": group.log_count,
-        })
+        return JSONResponse(
+            {
+                "shardId": result.shard_id,
+                "cursor": encode_cursor(result.position),
+                "logCount": group.log_count,
+            }
+        )
 
     def _cursor(self, call: Call, name: str, *, required: bool) -> int | None:
         value = call.query.get(name)

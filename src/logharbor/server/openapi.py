@@ -22,10 +22,16 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _param(name: str, where: str, schema: dict[str, Any], description: str,
-           required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": where, "required": required or where == "path",
-            "schema": schema, "description": description}
+def _param(
+    name: str, where: str, schema: dict[str, Any], description: str, required: bool = False
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": required or where == "path",
+        "schema": schema,
+        "description": description,
+    }
 
 
 _STR = {"type": "string"}
@@ -35,19 +41,32 @@ _LOGSTORE = _param("logstore", "path", _STR, "Logstore name")
 _SHARD_ID = _param("shard", "path", _INT, "Shard id")
 _PAGING = [
     _param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}, "Items to skip"),
-    _param("size", "query", {"type": "integer", "minimum": 0, "maximum": 500, "default": 100},
-           "Items to return"),
+    _param(
+        "size",
+        "query",
+        {"type": "integer", "minimum": 0, "maximum": 500, "default": 100},
+        "Items to return",
+    ),
 ]
 _ERRORS = {
-    "4XX": {"description": "Client error", "content": {
-        "application/json": {"schema": _ref("Error")}}},
-    "5XX": {"description": "Server error (retry)", "content": {
-        "application/json": {"schema": _ref("Error")}}},
+    "4XX": {
+        "description": "Client error",
+        "content": {"application/json": {"schema": _ref("Error")}},
+    },
+    "5XX": {
+        "description": "Server error (retry)",
+        "content": {"application/json": {"schema": _ref("Error")}},
+    },
 }
 
 
-def _op(summary: str, response: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
-        body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _op(
+    summary: str,
+    response: dict[str, Any],
+    *,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {"200": response, **_ERRORS}}
     if params:
         op["parameters"] = params
@@ -62,44 +81,100 @@ def _schemas() -> dict[str, Any]:
 
     shard_list = obj({"shards": {"type": "array", "items": _ref("Shard")}})
     return {
-        "Error": obj({"errorCode": _STR, "errorMessage": _STR, "requestId": _STR},
-                     ["errorCode", "errorMessage", "requestId"]),
-        "Project": obj({"name": _STR, "description": _STR, "createTime": _INT,
-                        "updateTime": _INT}),
-        "Logstore": obj({"project": _STR, "name": _STR, "ttl": _INT, "shardCount": _INT,
-                         "autoSplit": {"type": "boolean"}, "maxSplitShard": _INT,
-                         "createTime": _INT, "updateTime": _INT}),
-        "Shard": obj({"shardId": _INT, "status": {"enum": ["readwrite", "readonly"]},
-                      "beginKey": _STR, "endKey": _STR, "createTime": _INT,
-                      "parents": {"type": "array", "items": _INT},
-                      "children": {"type": "array", "items": _INT}}),
+        "Error": obj(
+            {"errorCode": _STR, "errorMessage": _STR, "requestId": _STR},
+            ["errorCode", "errorMessage", "requestId"],
+        ),
+        "Project": obj({"name": _STR, "description": _STR, "createTime": _INT, "updateTime": _INT}),
+        "Logstore": obj(
+            {
+                "project": _STR,
+                "name": _STR,
+                "ttl": _INT,
+                "shardCount": _INT,
+                "autoSplit": {"type": "boolean"},
+                "maxSplitShard": _INT,
+                "createTime": _INT,
+                "updateTime": _INT,
+            }
+        ),
+        "Shard": obj(
+            {
+                "shardId": _INT,
+                "status": {"enum": ["readwrite", "readonly"]},
+                "beginKey": _STR,
+                "endKey": _STR,
+                "createTime": _INT,
+                "parents": {"type": "array", "items": _INT},
+                "children": {"type": "array", "items": _INT},
+            }
+        ),
         "ShardList": shard_list,
-        "JsonLogGroup": obj({
-            "topic": _STR, "source": _STR,
-            "tags": {"type": "object", "additionalProperties": _STR},
-            "logs": {"type": "array", "minItems": 1, "items": obj({
-                "time": {"type": "number", "description": "Unix seconds"},
-                "time_ns": {"type": "integer", "description": "Unix nanoseconds"},
-                "contents": {"oneOf": [
-                    {"type": "object", "additionalProperties": _STR},
-                    {"type": "array", "items": {"type": "array", "items": _STR}}]},
-            })},
-        }, ["logs"]),
+        "JsonLogGroup": obj(
+            {
+                "topic": _STR,
+                "source": _STR,
+                "tags": {"type": "object", "additionalProperties": _STR},
+                "logs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": obj(
+                        {
+                            "time": {"type": "number", "description": "Unix seconds"},
+                            "time_ns": {"type": "integer", "description": "Unix nanoseconds"},
+                            "contents": {
+                                "oneOf": [
+                                    {"type": "object", "additionalProperties": _STR},
+                                    {"type": "array", "items": {"type": "array", "items": _STR}},
+                                ]
+                            },
+                        }
+                    ),
+                },
+            },
+            ["logs"],
+        ),
         "PutResult": obj({"shardId": _INT, "cursor": _STR, "logCount": _INT}),
     }
 
 
 def openapi_document() -> dict[str, Any]:
-    project_body = {"application/json": {"schema": {
-        "type": "object", "properties": {"name": _STR, "description": _STR},
-        "required": ["name"]}}}
-    logstore_body = {"application/json": {"schema": {
-        "type": "object", "required": ["name"], "properties": {
-            "name": _STR, "ttl": {"type": "integer", "minimum": 1, "maximum": 3650},
-            "shardCount": {"type": "integer", "minimum": 1, "maximum": 256},
-            "autoSplit": {"type": "boolean"}, "maxSplitShard": _INT}}}}
-    logstore_patch = {"application/json": {"schema": {"type": "object", "properties": {
-        "ttl": _INT, "autoSplit": {"type": "boolean"}, "maxSplitShard": _INT}}}}
+    project_body = {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"name": _STR, "description": _STR},
+                "required": ["name"],
+            }
+        }
+    }
+    logstore_body = {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": _STR,
+                    "ttl": {"type": "integer", "minimum": 1, "maximum": 3650},
+                    "shardCount": {"type": "integer", "minimum": 1, "maximum": 256},
+                    "autoSplit": {"type": "boolean"},
+                    "maxSplitShard": _INT,
+                },
+            }
+        }
+    }
+    logstore_patch = {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "ttl": _INT,
+                    "autoSplit": {"type": "boolean"},
+                    "maxSplitShard": _INT,
+                },
+            }
+        }
+    }
     ls_params = [_PROJECT, _LOGSTORE]
     shard_params = [_PROJECT, _LOGSTORE, _SHARD_ID]
     ok = _json({"type": "object"})
@@ -114,75 +189,138 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/projects/{project}": {
             "get": _op("Get a project", _json(_ref("Project")), params=[_PROJECT]),
-            "patch": _op("Update a project's description", _json(_ref("Project")),
-                         params=[_PROJECT], body=project_body),
-            "delete": _op("Delete a project, its logstores and their data", ok,
-                          params=[_PROJECT]),
+            "patch": _op(
+                "Update a project's description",
+                _json(_ref("Project")),
+                params=[_PROJECT],
+                body=project_body,
+            ),
+            "delete": _op("Delete a project, its logstores and their data", ok, params=[_PROJECT]),
         },
         "/api/v1/projects/{project}/logstores": {
             "get": _op("List logstores", ok, params=[_PROJECT, *_PAGING]),
-            "post": _op("Create a logstore", _json(_ref("Logstore")), params=[_PROJECT],
-                        body=logstore_body),
+            "post": _op(
+                "Create a logstore", _json(_ref("Logstore")), params=[_PROJECT], body=logstore_body
+            ),
         },
         _LS: {
             "get": _op("Get a logstore", _json(_ref("Logstore")), params=ls_params),
-            "patch": _op("Update ttl, autoSplit or maxSplitShard", _json(_ref("Logstore")),
-                         params=ls_params, body=logstore_patch),
+            "patch": _op(
+                "Update ttl, autoSplit or maxSplitShard",
+                _json(_ref("Logstore")),
+                params=ls_params,
+                body=logstore_patch,
+            ),
             "delete": _op("Delete a logstore and its data", ok, params=ls_params),
         },
-        _LS + "/logs": {"post": _op(
-            "Write one log group; answered once it is durable", _json(_ref("PutResult")),
-            params=[*ls_params,
+        _LS + "/logs": {
+            "post": _op(
+                "Write one log group; answered once it is durable",
+                _json(_ref("PutResult")),
+                params=[
+                    *ls_params,
                     _param("hashKey", "query", _STR, "32 hex digits: route to its shard"),
-                    _param("x-lh-compress-type", "header",
-                           {"enum": ["none", "lz4", "zstd", "deflate"]}, "Body compression"),
-                    _param("x-lh-raw-size", "header", _INT,
-                           "Uncompressed size (required for lz4)")],
-            body={"application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
-                  "application/json": {"schema": _ref("JsonLogGroup")}})},
-        _LS + "/shards": {"get": _op("List shards", _json(_ref("ShardList")),
-                                     params=ls_params)},
-        _SHARD + "/split": {"post": _op(
-            "Split a readwrite shard at a hash key", _json(_ref("ShardList")),
-            params=shard_params, body={"application/json": {"schema": {
-                "type": "object", "required": ["splitKey"], "properties": {"splitKey": _STR}}}})},
-        _SHARD + "/merge": {"post": _op(
-            "Merge a shard with the readwrite shard after it", _json(_ref("ShardList")),
-            params=shard_params)},
-        _SHARD + "/cursor": {"get": _op(
-            "Cursor at begin, end or a time", _json({"type": "object", "properties": {
-                "cursor": _STR}}),
-            params=[*shard_params, _param("from", "query", _STR,
-                                          "begin, end or Unix seconds", required=True)])},
-        _SHARD + "/cursor-time": {"get": _op(
-            "Receive time of the log group at a cursor", _json({"type": "object", "properties": {
-                "time": _INT, "timeNs": _INT}}),
-            params=[*shard_params, cursor_param])},
-        _SHARD + "/logs": {"get": _op(
-            "Pull log groups from a cursor",
-            {"description": "Stored frames (or JSON with format=json); next cursor in "
-                            "x-lh-next-cursor",
-             "content": {"application/x-logharbor-frames": {"schema": {
-                 "type": "string", "format": "binary"}},
-                 "application/json": {"schema": {"type": "object"}}}},
-            params=[*shard_params, cursor_param,
-                    _param("count", "query", {"type": "integer", "minimum": 1,
-                                              "maximum": 1000, "default": 100}, "Log groups"),
+                    _param(
+                        "x-lh-compress-type",
+                        "header",
+                        {"enum": ["none", "lz4", "zstd", "deflate"]},
+                        "Body compression",
+                    ),
+                    _param("x-lh-raw-size", "header", _INT, "Uncompressed size (required for lz4)"),
+                ],
+                body={
+                    "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {"schema": _ref("JsonLogGroup")},
+                },
+            )
+        },
+        _LS + "/shards": {"get": _op("List shards", _json(_ref("ShardList")), params=ls_params)},
+        _SHARD + "/split": {
+            "post": _op(
+                "Split a readwrite shard at a hash key",
+                _json(_ref("ShardList")),
+                params=shard_params,
+                body={
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["splitKey"],
+                            "properties": {"splitKey": _STR},
+                        }
+                    }
+                },
+            )
+        },
+        _SHARD + "/merge": {
+            "post": _op(
+                "Merge a shard with the readwrite shard after it",
+                _json(_ref("ShardList")),
+                params=shard_params,
+            )
+        },
+        _SHARD + "/cursor": {
+            "get": _op(
+                "Cursor at begin, end or a time",
+                _json({"type": "object", "properties": {"cursor": _STR}}),
+                params=[
+                    *shard_params,
+                    _param("from", "query", _STR, "begin, end or Unix seconds", required=True),
+                ],
+            )
+        },
+        _SHARD + "/cursor-time": {
+            "get": _op(
+                "Receive time of the log group at a cursor",
+                _json({"type": "object", "properties": {"time": _INT, "timeNs": _INT}}),
+                params=[*shard_params, cursor_param],
+            )
+        },
+        _SHARD + "/logs": {
+            "get": _op(
+                "Pull log groups from a cursor",
+                {
+                    "description": "Stored frames (or JSON with format=json); next cursor in "
+                    "x-lh-next-cursor",
+                    "content": {
+                        "application/x-logharbor-frames": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
+                        "application/json": {"schema": {"type": "object"}},
+                    },
+                },
+                params=[
+                    *shard_params,
+                    cursor_param,
+                    _param(
+                        "count",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                        "Log groups",
+                    ),
                     _param("maxBytes", "query", _INT, "Stored bytes at most"),
                     _param("endCursor", "query", _STR, "Stop before this cursor"),
-                    _param("wait", "query", {"type": "integer", "minimum": 0,
-                                             "maximum": 30000}, "Long-poll milliseconds"),
-                    _param("format", "query", {"enum": ["frames", "json"]}, "Body format")])},
+                    _param(
+                        "wait",
+                        "query",
+                        {"type": "integer", "minimum": 0, "maximum": 30000},
+                        "Long-poll milliseconds",
+                    ),
+                    _param("format", "query", {"enum": ["frames", "json"]}, "Body format"),
+                ],
+            )
+        },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "LogHarbor native API", "version": __version__,
-                 "description": "See docs/api.md. Requests are signed with LH1-HMAC-SHA256."},
+        "info": {
+            "title": "LogHarbor native API",
+            "version": __version__,
+            "description": "See docs/api.md. Requests are signed with LH1-HMAC-SHA256.",
+        },
         "paths": paths,
         "components": {
             "schemas": _schemas(),
-            "securitySchemes": {"lh1": {"type": "apiKey", "in": "header",
-                                        "name": "Authorization"}},
+            "securitySchemes": {"lh1": {"type": "apiKey", "in": "header", "name": "Authorization"}},
         },
         "security": [{"lh1": []}],
     }

@@ -40,7 +40,9 @@ def banner(server: Server, sock: socket.socket, out: TextIO) -> None:
         )
     else:
         root = server.keys.root()
-        lines.append(f"  authentication: LH1-HMAC-SHA256 signatures, access key id {root.access_key_id}")
+        lines.append(
+            f"  authentication: LH1-HMAC-SHA256 signatures, access key id {root.access_key_id}"
+        )
         if server.keys.created_root is not None:
             lines.append(f"  access key secret: {root.access_key_secret}")
             lines.append(f"  (created now; stored in {data_dir / KEYS_FILE}, mode 0600)")
