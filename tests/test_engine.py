@@ -324,3 +324,54 @@ def test_shard_files_are_not_world_writable(store: Engine, tmp_path: Path) -> No
     store.put("pr1", "ls", prepared({"n": "x"})).result()
     for path in (tmp_path / "engine").rglob("*.log"):
         assert not os.stat(path).st_mode & 0o002
+
+
+class TestAutoSplit:
+    def _engine(self, tmp_path: Path, now: list[int]) -> Engine:
+        return Engine(
+            EngineConfig(
+                data_dir=tmp_path / "e",
+                clock=lambda: now[0],
+                retention_interval=3600,
+                auto_split_bytes_per_second=1000,
+            )
+        )
+
+    def test_hot_shard_of_auto_split_logstore_is_split(self, tmp_path: Path) -> None:
+        now = [1_800_000_000 * NANOS_PER_SECOND]
+        engine = self._engine(tmp_path, now)
+        try:
+            engine.create_project("pr1")
+            engine.create_logstore("pr1", "hot", shard_count=1, auto_split=True, max_split_shard=2)
+            engine.create_logstore("pr1", "fixed", shard_count=1)
+            for store in ("hot", "fixed"):
+                for _ in range(20):
+                    engine.put("pr1", store, prepared({"n": "x" * 1000})).result()
+            now[0] += NANOS_PER_SECOND  # 20 kB in one second: above 1000 B/s
+            assert engine.run_auto_split() == [("pr1", "hot", 0)]
+            shards = engine.list_shards("pr1", "hot")
+            assert [(s.shard_id, s.status.value) for s in shards] == [
+                (0, "readonly"),
+                (1, "readwrite"),
+                (2, "readwrite"),
+            ]
+            assert shards[1].end_key == "8" + "0" * 31
+            assert len(engine.list_shards("pr1", "fixed")) == 1  # flag off: never split
+            for _ in range(20):
+                engine.put("pr1", "hot", prepared({"n": "x" * 1000})).result()
+            now[0] += NANOS_PER_SECOND
+            assert engine.run_auto_split() == []  # max_split_shard reached
+        finally:
+            engine.close()
+
+    def test_quiet_shards_stay(self, tmp_path: Path) -> None:
+        now = [1_800_000_000 * NANOS_PER_SECOND]
+        engine = self._engine(tmp_path, now)
+        try:
+            engine.create_project("pr1")
+            engine.create_logstore("pr1", "calm", shard_count=1, auto_split=True)
+            engine.put("pr1", "calm", prepared({"n": "x"})).result()
+            now[0] += 60 * NANOS_PER_SECOND
+            assert engine.run_auto_split() == []
+        finally:
+            engine.close()

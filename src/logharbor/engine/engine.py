@@ -63,6 +63,9 @@ class EngineConfig:
     retention_interval: float = 60.0
     durable: bool = True  # fsync before acknowledging; only tests of other parts turn it off
     ingest_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    # A shard of an auto-split logstore that takes more raw bytes per second than
+    # this (averaged between maintenance passes) is split at its midpoint.
+    auto_split_bytes_per_second: int = 5 << 20
     clock: Clock = wall_clock
 
 
@@ -92,6 +95,8 @@ class Engine:
             max_pending_bytes=config.max_pending_bytes,
             submit_timeout=config.submit_timeout,
         )
+        self._last_split_check = self.clock()
+        self._split_seen: dict[int, int] = {}
         self._stopping = threading.Event()
         self._retention = threading.Thread(
             target=self._retention_loop, name="logharbor-retention", daemon=True
@@ -485,12 +490,59 @@ class Engine:
             log.info("retention dropped %d log groups", dropped)
         return dropped
 
+    def run_auto_split(self) -> list[tuple[str, str, ShardId]]:
+        """Split the hot shards of auto-split logstores; returns what was split.
+
+        A readwrite shard whose write rate since the previous pass exceeds
+        ``auto_split_bytes_per_second`` is split at the middle of its hash range,
+        while the logstore has fewer readwrite shards than its ``max_split_shard``.
+        """
+        now = self.clock()
+        elapsed = (now - self._last_split_check) / NANOS_PER_SECOND
+        self._last_split_check = now
+        with self._lock:
+            stores = list(self._stores.values())
+        hot: list[tuple[LogstoreRuntime, ShardId]] = []
+        for runtime in stores:
+            for shard_id, shard in runtime.shards.items():
+                written = shard.raw_bytes_written - self._split_seen.get(id(shard), 0)
+                self._split_seen[id(shard)] = shard.raw_bytes_written
+                rate = written / elapsed if elapsed > 0 else 0.0
+                if (
+                    runtime.info.auto_split
+                    and not shard.readonly
+                    and (rate > self.config.auto_split_bytes_per_second)
+                ):
+                    hot.append((runtime, shard_id))
+        done = []
+        for runtime, shard_id in hot:
+            info = runtime.info
+            if runtime.deleted or info.shard_count >= info.max_split_shard:
+                continue
+            current = self._shard_info(info.uid, shard_id)
+            begin, end = parse_hash_key(current.begin_key), parse_hash_key(current.end_key)
+            if end == MAX_HASH_KEY:  # the last shard's end stands for 2**128
+                end += 1
+            if end - begin < 2:
+                continue
+            try:
+                self.split_shard(
+                    info.project, info.name, shard_id, format_hash_key((begin + end) // 2)
+                )
+            except ServiceError as exc:  # deleted or changed meanwhile
+                log.info("auto-split of shard %s skipped: %s", shard_id, exc.message)
+                continue
+            log.info("auto-split shard %d of %s/%s", shard_id, info.project, info.name)
+            done.append((info.project, info.name, shard_id))
+        return done
+
     def _retention_loop(self) -> None:
         while not self._stopping.wait(self.config.retention_interval):
-            try:
-                self.run_retention()
-            except Exception:
-                log.exception("retention pass failed")
+            for task in (self.run_retention, self.run_auto_split):
+                try:
+                    task()
+                except Exception:
+                    log.exception("maintenance pass %s failed", task.__name__)
 
     def statistics(self) -> CommitStatistics:
         return self.commit.statistics()

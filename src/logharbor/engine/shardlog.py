@@ -82,6 +82,7 @@ class ShardLog:
         self.durable = durable
         self.readonly = readonly
         self.closed = False
+        self.raw_bytes_written = 0  # since open; auto-split reads its rate
         self._lock = threading.Lock()
         self._segments: list[Segment] = []
         self._next: Position = 0  # position of the next record written
@@ -186,6 +187,7 @@ class ShardLog:
             segment.dirty = True
             self._next = position + 1
             self._last_received = received
+            self.raw_bytes_written += raw_size
         return position
 
     def _writable_segment(self) -> Segment:
