@@ -59,13 +59,16 @@ def put(
     raw_size: int | None = None,
     content_type: str = "application/x-protobuf",
     params: tuple[tuple[str, str], ...] = (),
+    sign: bool = True,
 ) -> httpx.Response:
     headers = {"content-type": content_type}
     if compress:
         headers["x-lh-compress-type"] = compress
     if raw_size is not None:
         headers["x-lh-raw-size"] = str(raw_size)
-    return server.request("POST", path + "/logs", content=body, headers=headers, params=params)
+    return server.request(
+        "POST", path + "/logs", content=body, headers=headers, params=params, sign=sign
+    )
 
 
 def end_position(server: ServerProcess, path: str, shard: int = 0) -> int:
@@ -402,6 +405,25 @@ class TestBadInput:
         )
         assert_error(response, 413, "PostBodyTooLarge")
         assert end_position(small, path) == 0
+
+    def test_bytes_in_flight_are_bounded(
+        self, server_factory: Callable[..., ServerProcess]
+    ) -> None:
+        busy = server_factory(env={"LOGHARBOR_MAX_INFLIGHT_BYTES": "3000"})
+        busy.request("POST", f"{API}/projects", content=b'{"name": "busy"}')
+        busy.request(
+            "POST", f"{API}/projects/busy/logstores", content=b'{"name": "ls", "shardCount": 1}'
+        )
+        path = f"{API}/projects/busy/logstores/ls"
+        big = log_group_bytes({"n": "x" * 4000})
+        response = put(busy, path, big)
+        assert_error(response, 503, "ServerBusy")
+        assert response.headers["retry-after"] == "1"
+        small = log_group_bytes({"n": "x" * 1000})
+        for _ in range(5):  # refused requests give their bytes back
+            assert_error(put(busy, path, small, sign=False), 401, "Unauthorized")
+        for _ in range(5):
+            ok(put(busy, path, small))
 
     def test_unknown_resources(self, server: ServerProcess, logstore: str) -> None:
         project_path = logstore.rsplit("/logstores/", 1)[0]

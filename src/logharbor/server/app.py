@@ -17,7 +17,7 @@ from ..engine import Engine, EngineConfig, Limits
 from ..protocol.errors import ErrorCode, ServiceError
 from .auth import AccessKeyStore, Authenticator
 from .config import ServerConfig
-from .http import error_response, new_request_id
+from .http import ByteBudget, error_response, new_request_id
 from .metrics import Metrics
 from .native import PREFIX, NativeAPI
 from .openapi import openapi_document
@@ -60,7 +60,9 @@ def build_server(config: ServerConfig) -> Server:
         Authenticator(keys, skew_seconds=config.clock_skew_seconds) if config.auth else None
     )
     metrics = Metrics(engine)
-    native = NativeAPI(engine, authenticator, metrics.observe)
+    native = NativeAPI(
+        engine, authenticator, metrics.observe, ByteBudget(config.max_inflight_bytes)
+    )
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

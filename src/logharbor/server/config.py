@@ -36,6 +36,7 @@ class ServerConfig:
     auth: bool = True
     max_body_bytes: int = 10 << 20
     max_raw_bytes: int = 50 << 20
+    max_inflight_bytes: int = 512 << 20  # request bodies held at once; beyond: 503
     retention_interval: float = 60.0
     clock_skew_seconds: int = 900
     segment_bytes: int = 128 << 20

@@ -27,15 +27,45 @@ def new_request_id() -> str:
 
 
 def error_response(error: ServiceError, request_id: str) -> JSONResponse:
+    headers = {REQUEST_ID_HEADER: request_id}
+    if error.code.retryable:
+        headers["retry-after"] = "1"
     return JSONResponse(
         {"errorCode": error.code.value, "errorMessage": error.message, "requestId": request_id},
         status_code=error.http_status,
-        headers={REQUEST_ID_HEADER: request_id},
+        headers=headers,
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit``."""
+class ByteBudget:
+    """Bounds the bytes of request bodies held in memory at once.
+
+    A request whose body would take the total over the limit is refused with 503
+    ``ServerBusy`` (and ``Retry-After``), which clients retry; nothing waits.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        if self.used + size > self.limit:
+            raise ServiceError(
+                ErrorCode.SERVER_BUSY,
+                "too many request bytes in flight; retry shortly",
+            )
+        self.used += size
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+
+
+async def read_body(request: Request, limit: int, budget: ByteBudget) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit``.
+
+    The bytes are taken from ``budget``; the caller gives ``len(body)`` back when
+    done with the request (on failure here, they are given back already).
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -46,12 +76,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     size = 0
     try:
         async for chunk in request.stream():
+            if size + len(chunk) > limit:
+                raise _too_large(size + len(chunk), limit)
+            budget.take(len(chunk))
             size += len(chunk)
-            if size > limit:
-                raise _too_large(size, limit)
             chunks.append(chunk)
     except ClientDisconnect:
+        budget.give_back(size)
         raise ServiceError(ErrorCode.INVALID_BODY, "the client disconnected mid-body") from None
+    except BaseException:
+        budget.give_back(size)
+        raise
     return b"".join(chunks)
 
 
@@ -110,6 +145,7 @@ class Call:
 
 Handler = Callable[[Call], Awaitable[Response]]
 Prepare = Callable[[Request, str], Awaitable[bytes]]
+Finish = Callable[[bytes], None]
 
 
 def json_field(document: Mapping[str, Any], name: str, kind: type, default: Any = None) -> Any:
@@ -122,13 +158,20 @@ def json_field(document: Mapping[str, Any], name: str, kind: type, default: Any 
 
 
 def endpoint(
-    prepare: Prepare, methods: Mapping[str, Handler], observe: Callable[[Request, int], None]
+    prepare: Prepare,
+    finish: Finish,
+    methods: Mapping[str, Handler],
+    observe: Callable[[Request, int], None],
 ) -> Callable[[Request], Awaitable[Response]]:
-    """An ASGI endpoint dispatching by method; errors become JSON error answers."""
+    """An ASGI endpoint dispatching by method; errors become JSON error answers.
+
+    ``prepare`` reads (and authenticates) the body; ``finish`` is called with it
+    once the handler is done, whatever happened."""
 
     async def serve(request: Request) -> Response:
         request_id = new_request_id()
         handler = methods.get(request.method)
+        body = b""
         try:
             if handler is None:
                 raise ServiceError(
@@ -145,6 +188,8 @@ def endpoint(
                 ServiceError(ErrorCode.INTERNAL, "internal error; see the server log"),
                 request_id,
             )
+        finally:
+            finish(body)
         response.headers[REQUEST_ID_HEADER] = request_id
         observe(request, response.status_code)
         return response

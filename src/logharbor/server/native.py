@@ -25,7 +25,7 @@ from ..protocol.errors import ErrorCode, ServiceError
 from ..protocol.schema import RawLogGroup
 from ..protocol.signing import EMPTY_SHA256
 from .auth import Authenticator
-from .http import Call, Handler, endpoint, json_field, read_body
+from .http import ByteBudget, Call, Handler, endpoint, json_field, read_body
 
 PREFIX = "/api/v1"
 FRAMES_MEDIA_TYPE = "application/x-logharbor-frames"
@@ -106,30 +106,39 @@ class NativeAPI:
         engine: Engine,
         authenticator: Authenticator | None,
         observe: Callable[[Request, int], None],
+        budget: ByteBudget,
     ) -> None:
         self.engine = engine
+        self.budget = budget
         self.authenticator = authenticator
         self.observe = observe
 
     # ------------------------------------------------------------ plumbing
 
+    def _finish(self, body: bytes) -> None:
+        self.budget.give_back(len(body))
+
     async def _prepare(self, request: Request, request_id: str) -> bytes:
-        body = await read_body(request, self.engine.limits.max_body_bytes)
+        body = await read_body(request, self.engine.limits.max_body_bytes, self.budget)
         if self.authenticator is not None:
             digest = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-            self.authenticator.verify(
-                method=request.method,
-                path=request.url.path,
-                params=request.query_params.multi_items(),
-                headers={k.lower(): v for k, v in request.headers.items()},
-                body_sha256=digest,
-            )
+            try:
+                self.authenticator.verify(
+                    method=request.method,
+                    path=request.url.path,
+                    params=request.query_params.multi_items(),
+                    headers={k.lower(): v for k, v in request.headers.items()},
+                    body_sha256=digest,
+                )
+            except ServiceError:
+                self.budget.give_back(len(body))
+                raise
         return body
 
     def _route(self, path: str, **methods: Handler) -> Route:
         return Route(
             PREFIX + path,
-            endpoint(self._prepare, methods, self.observe),
+            endpoint(self._prepare, self._finish, methods, self.observe),
             methods=list(methods),
         )
 
