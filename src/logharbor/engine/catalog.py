@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol.errors import ErrorCode, ServiceError
-from .types import LogstoreInfo, ProjectInfo, ShardInfo, ShardStatus
+from .consumer import Checkpoint, ConsumerGroupInfo
+from .types import LogstoreInfo, Position, ProjectInfo, ShardInfo, ShardStatus
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -35,6 +36,30 @@ CREATE TABLE IF NOT EXISTS logstores (
     create_time INTEGER NOT NULL,
     update_time INTEGER NOT NULL,
     PRIMARY KEY (project, name)
+);
+CREATE TABLE IF NOT EXISTS consumer_groups (
+    project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    logstores TEXT NOT NULL,
+    timeout INTEGER NOT NULL,
+    in_order INTEGER NOT NULL,
+    create_time INTEGER NOT NULL,
+    update_time INTEGER NOT NULL,
+    PRIMARY KEY (project, scope, name)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    project TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    logstore TEXT NOT NULL,
+    shard_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    consumer TEXT NOT NULL,
+    update_time INTEGER NOT NULL,
+    PRIMARY KEY (project, scope, name, logstore, shard_id),
+    FOREIGN KEY (project, scope, name) REFERENCES consumer_groups(project, scope, name)
+        ON DELETE CASCADE
 );
 CREATE TABLE IF NOT EXISTS shards (
     uid TEXT NOT NULL REFERENCES logstores(uid) ON DELETE CASCADE,
@@ -233,7 +258,16 @@ class Catalog:
 
     def delete_logstore(self, uid: str) -> None:
         with self.transaction() as db:
+            row = db.execute("SELECT project, name FROM logstores WHERE uid = ?", (uid,)).fetchone()
             db.execute("DELETE FROM logstores WHERE uid = ?", (uid,))
+            if row is not None:
+                project, name = row
+                db.execute(
+                    "DELETE FROM consumer_groups WHERE project = ? AND scope = ?", (project, name)
+                )
+                db.execute(
+                    "DELETE FROM checkpoints WHERE project = ? AND logstore = ?", (project, name)
+                )
 
     # -------------------------------------------------------------- shards
 
@@ -251,3 +285,125 @@ class Catalog:
                 )
             for shard in created:
                 self._insert_shard(db, uid, shard)
+
+    # ------------------------------------------------------ consumer groups
+
+    @staticmethod
+    def _group(row: sqlite3.Row) -> ConsumerGroupInfo:
+        return ConsumerGroupInfo(
+            project=row["project"],
+            scope=row["scope"],
+            name=row["name"],
+            logstores=tuple(json.loads(row["logstores"])),
+            timeout=row["timeout"],
+            in_order=bool(row["in_order"]),
+            create_time=row["create_time"],
+            update_time=row["update_time"],
+        )
+
+    def insert_group(self, info: ConsumerGroupInfo) -> None:
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT INTO consumer_groups VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        info.project,
+                        info.scope,
+                        info.name,
+                        json.dumps(list(info.logstores)),
+                        info.timeout,
+                        int(info.in_order),
+                        info.create_time,
+                        info.update_time,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise ServiceError(
+                ErrorCode.CONSUMER_GROUP_ALREADY_EXIST,
+                f"consumer group {info.name!r} already exists",
+            ) from None
+
+    def group(self, project: str, scope: str, name: str) -> ConsumerGroupInfo:
+        rows = self._query(
+            "SELECT * FROM consumer_groups WHERE project = ? AND scope = ? AND name = ?",
+            project,
+            scope,
+            name,
+        )
+        if not rows:
+            raise ServiceError(
+                ErrorCode.CONSUMER_GROUP_NOT_EXIST, f"consumer group {name!r} does not exist"
+            )
+        return self._group(rows[0])
+
+    def groups(self, project: str, scope: str) -> list[ConsumerGroupInfo]:
+        rows = self._query(
+            "SELECT * FROM consumer_groups WHERE project = ? AND scope = ? ORDER BY name",
+            project,
+            scope,
+        )
+        return [self._group(r) for r in rows]
+
+    def update_group(self, info: ConsumerGroupInfo) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE consumer_groups SET timeout = ?, in_order = ?, update_time = ? "
+                "WHERE project = ? AND scope = ? AND name = ?",
+                (
+                    info.timeout,
+                    int(info.in_order),
+                    info.update_time,
+                    info.project,
+                    info.scope,
+                    info.name,
+                ),
+            )
+
+    def delete_group(self, project: str, scope: str, name: str) -> None:
+        with self.transaction() as db:
+            cur = db.execute(
+                "DELETE FROM consumer_groups WHERE project = ? AND scope = ? AND name = ?",
+                (project, scope, name),
+            )
+            if cur.rowcount == 0:
+                raise ServiceError(
+                    ErrorCode.CONSUMER_GROUP_NOT_EXIST, f"consumer group {name!r} does not exist"
+                )
+
+    def checkpoints(self, group: ConsumerGroupInfo) -> dict[tuple[str, int], Checkpoint]:
+        rows = self._query(
+            "SELECT * FROM checkpoints WHERE project = ? AND scope = ? AND name = ?",
+            group.project,
+            group.scope,
+            group.name,
+        )
+        return {
+            (r["logstore"], r["shard_id"]): Checkpoint(
+                r["logstore"], r["shard_id"], r["position"], r["consumer"], r["update_time"]
+            )
+            for r in rows
+        }
+
+    def save_checkpoint(
+        self,
+        group: ConsumerGroupInfo,
+        logstore: str,
+        shard_id: int,
+        position: Position,
+        consumer: str,
+        now: int,
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    group.project,
+                    group.scope,
+                    group.name,
+                    logstore,
+                    shard_id,
+                    position,
+                    consumer,
+                    now,
+                ),
+            )

@@ -12,7 +12,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +22,19 @@ from ..protocol.codec import MAX_HASH_KEY, format_hash_key, parse_hash_key
 from ..protocol.errors import ErrorCode, ServiceError
 from .catalog import Catalog
 from .commit import CommitLog, CommitStatistics
+from .consumer import (
+    Checkpoint,
+    ConsumerGroupInfo,
+    Coordinator,
+    ShardRef,
+    ShardView,
+    check_timeout,
+    shard_views,
+)
 from .ingest import IngestPool, Limits, PreparedGroup
 from .names import check_description, check_name
 from .runtime import LogstoreRuntime
+from .shardlog import ShardLog
 from .types import (
     NANOS_PER_DAY,
     NANOS_PER_SECOND,
@@ -83,6 +93,7 @@ class Engine:
         self.clock = config.clock
         self.limits = config.limits
         self.ingest = IngestPool(config.ingest_workers)
+        self.consumers = Coordinator(self.clock)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._shards_dir = config.data_dir / "shards"
         self._shards_dir.mkdir(exist_ok=True)
@@ -467,6 +478,222 @@ class Engine:
             return None
         return lambda: shard.remove_waiter(wake)
 
+    # ----------------------------------------------------- consumer groups
+    #
+    # A group is per logstore (``logstore`` given; SLS style) or per project over
+    # a list of logstores (``logstore=None``; TLS style).  See consumer.py.
+
+    def create_consumer_group(
+        self,
+        project: str,
+        name: str,
+        *,
+        logstore: str | None = None,
+        logstores: Sequence[str] | None = None,
+        timeout: int = 60,
+        in_order: bool = False,
+    ) -> ConsumerGroupInfo:
+        check_name("consumer group", name)
+        check_timeout(timeout)
+        if not isinstance(in_order, bool):
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "in_order must be a boolean")
+        if logstore is not None:
+            members: tuple[str, ...] = (logstore,)
+        else:
+            members = tuple(dict.fromkeys(logstores or ()))
+            if not members:
+                raise ServiceError(
+                    ErrorCode.INVALID_PARAMETER, "a project-level group needs logstores"
+                )
+        for store in members:
+            self._runtime(project, store)
+        now = self._now_seconds()
+        info = ConsumerGroupInfo(
+            project, logstore or "", name, members, timeout, in_order, now, now
+        )
+        self.catalog.insert_group(info)
+        return info
+
+    def get_consumer_group(
+        self, project: str, name: str, *, logstore: str | None = None
+    ) -> ConsumerGroupInfo:
+        if logstore is not None:
+            self._runtime(project, logstore)
+        else:
+            self.catalog.project(project)
+        return self.catalog.group(project, logstore or "", name)
+
+    def list_consumer_groups(
+        self, project: str, *, logstore: str | None = None
+    ) -> list[ConsumerGroupInfo]:
+        if logstore is not None:
+            self._runtime(project, logstore)
+        else:
+            self.catalog.project(project)
+        return self.catalog.groups(project, logstore or "")
+
+    def update_consumer_group(
+        self,
+        project: str,
+        name: str,
+        *,
+        logstore: str | None = None,
+        timeout: int | None = None,
+        in_order: bool | None = None,
+    ) -> ConsumerGroupInfo:
+        group = self.get_consumer_group(project, name, logstore=logstore)
+        if timeout is not None:
+            check_timeout(timeout)
+        if in_order is not None and not isinstance(in_order, bool):
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "in_order must be a boolean")
+        updated = ConsumerGroupInfo(
+            group.project,
+            group.scope,
+            group.name,
+            group.logstores,
+            group.timeout if timeout is None else timeout,
+            group.in_order if in_order is None else in_order,
+            group.create_time,
+            self._now_seconds(),
+        )
+        self.catalog.update_group(updated)
+        return updated
+
+    def delete_consumer_group(
+        self, project: str, name: str, *, logstore: str | None = None
+    ) -> None:
+        group = self.get_consumer_group(project, name, logstore=logstore)
+        self.catalog.delete_group(group.project, group.scope, group.name)
+        self.consumers.forget((group.project, group.scope, group.name))
+
+    def _group_shards(self, group: ConsumerGroupInfo) -> list[ShardView]:
+        views: list[ShardView] = []
+        for store in group.logstores:
+            runtime = self._stores.get((group.project, store))
+            if runtime is None:
+                continue  # deleted since: its shards are simply gone
+            logs = dict(runtime.shards)
+
+            def bounds(shard_id: ShardId, logs: dict[ShardId, ShardLog] = logs) -> tuple[int, int]:
+                return logs[shard_id].begin, logs[shard_id].end
+
+            views.extend(shard_views(store, self.catalog.shards(runtime.info.uid), bounds))
+        return views
+
+    def heartbeat(
+        self,
+        project: str,
+        name: str,
+        consumer: str,
+        held: Sequence[ShardRef] | None,
+        *,
+        logstore: str | None = None,
+    ) -> list[ShardRef]:
+        """Record that ``consumer`` is alive and holds ``held`` (None: it does not
+        say); answer the shards it should hold."""
+        if not isinstance(consumer, str) or not 1 <= len(consumer) <= 128:
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "consumer must be 1-128 characters")
+        group = self.get_consumer_group(project, name, logstore=logstore)
+        checkpoints = {
+            ref: cp.position
+            for ref, cp in self.catalog.checkpoints(group).items()
+            if cp.position is not None
+        }
+        return self.consumers.heartbeat(
+            group, consumer, held, self._group_shards(group), checkpoints
+        )
+
+    def _group_shard(self, group: ConsumerGroupInfo, ref: ShardRef) -> ShardView:
+        if ref[0] not in group.logstores:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                f"logstore {ref[0]!r} is not read by consumer group {group.name!r}",
+            )
+        for view in self._group_shards(group):
+            if view.ref == ref:
+                return view
+        raise ServiceError(ErrorCode.SHARD_NOT_EXIST, f"shard {ref[1]} does not exist")
+
+    def get_checkpoints(
+        self, project: str, name: str, *, logstore: str | None = None
+    ) -> list[Checkpoint]:
+        """One entry per shard the group reads; ``position`` None where there is none."""
+        group = self.get_consumer_group(project, name, logstore=logstore)
+        saved = self.catalog.checkpoints(group)
+        return [
+            saved.get(view.ref) or Checkpoint(view.ref[0], view.ref[1], None, "", 0)
+            for view in self._group_shards(group)
+        ]
+
+    def update_checkpoint(
+        self,
+        project: str,
+        name: str,
+        ref: ShardRef,
+        position: Position,
+        consumer: str,
+        *,
+        force: bool = False,
+        logstore: str | None = None,
+    ) -> None:
+        """Save where ``consumer`` should resume a shard.  Refused (ConsumerNotMatch)
+        from a member that does not own the shard, unless ``force``."""
+        group = self.get_consumer_group(project, name, logstore=logstore)
+        view = self._group_shard(group, ref)
+        if position > view.end:
+            raise ServiceError(
+                ErrorCode.INVALID_CURSOR, f"checkpoint {position} is past the shard's end"
+            )
+        if not force and not self.consumers.owns(group, consumer, ref):
+            raise ServiceError(
+                ErrorCode.CONSUMER_NOT_MATCH,
+                f"consumer {consumer!r} does not hold shard {ref[1]}; use force to override",
+            )
+        self.catalog.save_checkpoint(group, ref[0], ref[1], position, consumer, self._now_seconds())
+
+    def group_fetch(
+        self,
+        project: str,
+        name: str,
+        consumer: str,
+        ref: ShardRef,
+        position: Position,
+        *,
+        logstore: str | None = None,
+    ) -> None:
+        """A member is about to fetch ``ref`` at ``position``: refuse it
+        (ConsumerNotMatch) unless it holds the shard, and note fetches at a readonly
+        shard's end (that finishes the shard for ordered consumption)."""
+        group = self.get_consumer_group(project, name, logstore=logstore)
+        if not self.consumers.owns(group, consumer, ref):
+            raise ServiceError(
+                ErrorCode.CONSUMER_NOT_MATCH,
+                f"consumer {consumer!r} does not hold shard {ref[1]} of group {name!r}",
+            )
+        self.consumers.record_fetch(group, consumer, self._group_shard(group, ref), position)
+
+    def consumer_group_status(
+        self, project: str, name: str, *, logstore: str | None = None
+    ) -> tuple[dict[str, list[ShardRef]], list[ShardLag]]:
+        """Live members with their shards, and every shard's lag."""
+        group = self.get_consumer_group(project, name, logstore=logstore)
+        saved = self.catalog.checkpoints(group)
+        lags = []
+        now = self.clock()
+        for view in self._group_shards(group):
+            checkpoint = saved.get(view.ref)
+            saved_at = checkpoint.position if checkpoint is not None else None
+            start = view.begin if saved_at is None else max(view.begin, saved_at)
+            behind = max(0, view.end - start)
+            seconds = 0.0
+            if behind:
+                received = (
+                    self._stores[(project, view.ref[0])].shard(view.ref[1]).received_at(start)
+                )
+                seconds = max(0.0, (now - (received or now)) / NANOS_PER_SECOND)
+            lags.append(ShardLag(view.ref, behind, seconds))
+        return self.consumers.members(group), lags
+
     # ----------------------------------------------------------- retention
 
     def run_retention(self) -> int:
@@ -546,6 +773,13 @@ class Engine:
 
     def statistics(self) -> CommitStatistics:
         return self.commit.statistics()
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLag:
+    ref: ShardRef
+    behind_groups: int  # log groups after the checkpoint (from the oldest kept, if none)
+    behind_seconds: float  # age of the oldest unconsumed log group; 0 when caught up
 
 
 def _retire(shard: ShardInfo, children: tuple[ShardId, ...]) -> ShardInfo:

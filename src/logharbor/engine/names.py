@@ -12,6 +12,11 @@ from ..protocol.errors import ErrorCode, ServiceError
 _RULES = {
     "project": (re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"), "3-63", "'-'"),
     "logstore": (re.compile(r"^[a-z0-9][a-z0-9_-]{0,61}[a-z0-9]$"), "2-63", "'-' or '_'"),
+    "consumer group": (
+        re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}[A-Za-z0-9]?$"),
+        "1-64",
+        "'-' or '_'",
+    ),
 }
 MAX_DESCRIPTION = 1024
 

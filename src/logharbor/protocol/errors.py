@@ -39,6 +39,9 @@ class ErrorCode(StrEnum):
     SHARD_NOT_EXIST = ("ShardNotExist", 404)
     SHARD_READ_ONLY = ("ShardReadOnly", 400)
     NO_WRITABLE_SHARD = ("ShardWriteQuotaExceed", 409)
+    CONSUMER_GROUP_NOT_EXIST = ("ConsumerGroupNotExist", 404)
+    CONSUMER_GROUP_ALREADY_EXIST = ("ConsumerGroupAlreadyExist", 400)
+    CONSUMER_NOT_MATCH = ("ConsumerNotMatch", 409)
     NOT_FOUND = ("NotFound", 404)
     METHOD_NOT_ALLOWED = ("MethodNotAllowed", 405)
     # Authentication

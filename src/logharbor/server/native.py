@@ -25,6 +25,7 @@ from ..protocol.errors import ErrorCode, ServiceError
 from ..protocol.schema import RawLogGroup
 from ..protocol.signing import EMPTY_SHA256
 from .auth import Authenticator
+from .groups import GroupsAPI
 from .http import ByteBudget, Call, Handler, endpoint, json_field, read_body
 
 PREFIX = "/api/v1"
@@ -110,6 +111,7 @@ class NativeAPI:
     ) -> None:
         self.engine = engine
         self.budget = budget
+        self.groups = GroupsAPI(engine)
         self.authenticator = authenticator
         self.observe = observe
 
@@ -171,6 +173,23 @@ class NativeAPI:
             self._route(shard + "/cursor", GET=self.get_cursor),
             self._route(shard + "/cursor-time", GET=self.get_cursor_time),
             self._route(shard + "/logs", GET=self.pull_logs),
+            *self._group_routes("/projects/{project}/consumergroups"),
+            *self._group_routes(ls + "/consumergroups"),
+        ]
+
+    def _group_routes(self, base: str) -> list[Route]:
+        groups = self.groups
+        one = base + "/{group}"
+        return [
+            self._route(base, GET=groups.list_groups, POST=groups.create_group),
+            self._route(
+                one, GET=groups.get_group, PATCH=groups.update_group, DELETE=groups.delete_group
+            ),
+            self._route(one + "/heartbeat", POST=groups.heartbeat),
+            self._route(
+                one + "/checkpoints", GET=groups.get_checkpoints, POST=groups.update_checkpoint
+            ),
+            self._route(one + "/status", GET=groups.status),
         ]
 
     # ------------------------------------------------------------ projects
@@ -384,6 +403,16 @@ class NativeAPI:
         output = call.query.get("format", "frames")
         if output not in ("frames", "json"):
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "format must be frames or json")
+        group = call.query.get("consumerGroup")
+        if group:  # a member's fetch: refused unless it holds the shard
+            self.engine.group_fetch(
+                project,
+                group,
+                call.query.get("consumer", ""),
+                (logstore, shard),
+                position,
+                logstore=logstore,
+            )
 
         def pull() -> PullResult:
             return self.engine.pull(

@@ -138,6 +138,51 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _group_paths(base: str, scope: list[dict[str, Any]]) -> dict[str, Any]:
+    """Consumer-group routes; under a logstore shards are ids, under a project
+    ``{"logstore", "shardId"}`` objects."""
+    group = _param("group", "path", _STR, "Consumer group name")
+    params = [*scope, group]
+    ok = _json({"type": "object"})
+    body = {"application/json": {"schema": {"type": "object"}}}
+    return {
+        base: {
+            "get": _op("List consumer groups", ok, params=scope),
+            "post": _op(
+                "Create a consumer group {name, timeout, inOrder[, logstores]}",
+                ok,
+                params=scope,
+                body=body,
+            ),
+        },
+        base + "/{group}": {
+            "get": _op("Get a consumer group", ok, params=params),
+            "patch": _op("Update timeout or inOrder", ok, params=params, body=body),
+            "delete": _op("Delete a consumer group and its checkpoints", ok, params=params),
+        },
+        base + "/{group}/heartbeat": {
+            "post": _op(
+                "Heartbeat {consumer, shards held}; answers the shards to hold",
+                ok,
+                params=params,
+                body=body,
+            )
+        },
+        base + "/{group}/checkpoints": {
+            "get": _op("Checkpoints of every shard ('' where none)", ok, params=params),
+            "post": _op(
+                "Save a checkpoint {shardId, cursor, consumer, force}",
+                ok,
+                params=params,
+                body=body,
+            ),
+        },
+        base + "/{group}/status": {
+            "get": _op("Live members, their shards, and every shard's lag", ok, params=params)
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     project_body = {
         "application/json": {
@@ -306,10 +351,14 @@ def openapi_document() -> dict[str, Any]:
                         "Long-poll milliseconds",
                     ),
                     _param("format", "query", {"enum": ["frames", "json"]}, "Body format"),
+                    _param("consumerGroup", "query", _STR, "Fetch as a member of this group"),
+                    _param("consumer", "query", _STR, "The member (with consumerGroup)"),
                 ],
             )
         },
     }
+    paths.update(_group_paths("/api/v1/projects/{project}/consumergroups", [_PROJECT]))
+    paths.update(_group_paths(_LS + "/consumergroups", ls_params))
     return {
         "openapi": "3.1.0",
         "info": {
