@@ -61,6 +61,11 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     FOREIGN KEY (project, scope, name) REFERENCES consumer_groups(project, scope, name)
         ON DELETE CASCADE
 );
+CREATE TABLE IF NOT EXISTS index_configs (
+    uid TEXT PRIMARY KEY REFERENCES logstores(uid) ON DELETE CASCADE,
+    document TEXT NOT NULL,
+    update_time INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS shards (
     uid TEXT NOT NULL REFERENCES logstores(uid) ON DELETE CASCADE,
     shard_id INTEGER NOT NULL,
@@ -407,3 +412,26 @@ class Catalog:
                     now,
                 ),
             )
+
+    # -------------------------------------------------------------- indexes
+
+    def index_config(self, uid: str) -> str | None:
+        rows = self._query("SELECT document FROM index_configs WHERE uid = ?", uid)
+        return str(rows[0][0]) if rows else None
+
+    def index_configs(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self._query("SELECT uid, document FROM index_configs")}
+
+    def save_index_config(self, uid: str, document: str, now: int, *, create: bool) -> None:
+        try:
+            with self.transaction() as db:
+                verb = "INSERT" if create else "INSERT OR REPLACE"
+                db.execute(f"{verb} INTO index_configs VALUES (?, ?, ?)", (uid, document, now))
+        except sqlite3.IntegrityError:
+            raise ServiceError(
+                ErrorCode.INDEX_ALREADY_EXIST, "the logstore already has an index"
+            ) from None
+
+    def delete_index_config(self, uid: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM index_configs WHERE uid = ?", (uid,)).rowcount > 0

@@ -7,12 +7,14 @@ protocol, authenticate, call the engine and render what it returns or the
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import threading
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,10 @@ from .consumer import (
     check_timeout,
     shard_views,
 )
+from .index.config import IndexConfig, parse_index_config
+from .index.indexer import IndexedLogstore, Indexer
+from .index.query import Bucket, LogRow, QueryLimits, QueryResult, QueryRunner
+from .index.store import IndexStore
 from .ingest import IngestPool, Limits, PreparedGroup
 from .names import check_description, check_name
 from .runtime import LogstoreRuntime
@@ -76,6 +82,9 @@ class EngineConfig:
     # A shard of an auto-split logstore that takes more raw bytes per second than
     # this (averaged between maintenance passes) is split at its midpoint.
     auto_split_bytes_per_second: int = 5 << 20
+    query_limits: QueryLimits = field(default_factory=QueryLimits)
+    query_memory_limit: str = "1GB"  # per logstore index
+    index_wait: float = 1.0  # seconds a query waits for the index to take in recent writes
     clock: Clock = wall_clock
 
 
@@ -100,7 +109,12 @@ class Engine:
         self.catalog = Catalog(config.data_dir / "catalog.db")
         self._lock = threading.RLock()  # serialises resource changes
         self._stores: dict[tuple[str, str], LogstoreRuntime] = {}
+        self._indexes: dict[str, IndexStore] = {}
         self._load()
+        for uid in self.catalog.index_configs():
+            self._open_index(uid)
+        self.queries = QueryRunner(config.query_limits)
+        self.indexer = Indexer(self._index_targets)
         self.commit = CommitLog(
             clock=self.clock,
             max_pending_bytes=config.max_pending_bytes,
@@ -135,7 +149,10 @@ class Engine:
     def close(self) -> None:
         self._stopping.set()
         self._retention.join()
+        self.indexer.close()
         self.commit.close()
+        for store in self._indexes.values():
+            store.close()
         with self._lock:
             for runtime in self._stores.values():
                 runtime.close()
@@ -273,6 +290,7 @@ class Engine:
 
     def _drop_runtime(self, runtime: LogstoreRuntime) -> None:
         self.commit.run(runtime.close)
+        self._drop_index(runtime.info.uid)
         shutil.rmtree(runtime.directory, ignore_errors=True)
 
     def _runtime(self, project: str, logstore: str) -> LogstoreRuntime:
@@ -477,6 +495,168 @@ class Engine:
         if not shard.add_waiter(position, wake):
             return None
         return lambda: shard.remove_waiter(wake)
+
+    # ------------------------------------------------------ index and query
+
+    def _index_path(self, uid: str) -> Path:
+        return self.config.data_dir / "index" / f"{uid}.duckdb"
+
+    def _open_index(self, uid: str) -> IndexStore:
+        store = IndexStore(self._index_path(uid), memory_limit=self.config.query_memory_limit)
+        self._indexes[uid] = store
+        return store
+
+    def _drop_index(self, uid: str) -> None:
+        store = self._indexes.pop(uid, None)
+        if store is not None:
+            store.close()
+        for path in self._index_path(uid).parent.glob(f"{uid}.duckdb*"):
+            path.unlink(missing_ok=True)
+
+    def _index_targets(self) -> Iterator[IndexedLogstore]:
+        with self._lock:
+            pairs = [
+                (self._indexes[r.info.uid], r)
+                for r in self._stores.values()
+                if r.info.uid in self._indexes and not r.deleted
+            ]
+        for store, runtime in pairs:
+            yield IndexedLogstore(store, _shards_of(runtime))
+
+    def create_index(self, project: str, logstore: str, document: object) -> IndexConfig:
+        """Index a logstore (from its oldest kept data on) with this configuration."""
+        config = parse_index_config(document)
+        with self._lock:
+            runtime = self._runtime(project, logstore)
+            self.catalog.save_index_config(
+                runtime.info.uid, config.text, self._now_seconds(), create=True
+            )
+            self._open_index(runtime.info.uid)
+        self.indexer.nudge()
+        return config
+
+    def get_index(self, project: str, logstore: str) -> IndexConfig:
+        document = self.catalog.index_config(self._runtime(project, logstore).info.uid)
+        if document is None:
+            raise ServiceError(
+                ErrorCode.INDEX_CONFIG_NOT_EXIST, f"logstore {logstore!r} has no index"
+            )
+        return parse_index_config(json.loads(document))
+
+    def update_index(self, project: str, logstore: str, document: object) -> IndexConfig:
+        """Replace the configuration; it applies to every query from now on, over all
+        indexed data (nothing is re-indexed: the index keeps raw values)."""
+        config = parse_index_config(document)
+        with self._lock:
+            self.get_index(project, logstore)
+            uid = self._runtime(project, logstore).info.uid
+            self.catalog.save_index_config(uid, config.text, self._now_seconds(), create=False)
+        return config
+
+    def delete_index(self, project: str, logstore: str) -> None:
+        """Stop indexing the logstore and delete its index data."""
+        with self._lock:
+            uid = self._runtime(project, logstore).info.uid
+            if not self.catalog.delete_index_config(uid):
+                raise ServiceError(
+                    ErrorCode.INDEX_CONFIG_NOT_EXIST, f"logstore {logstore!r} has no index"
+                )
+            self._drop_index(uid)
+
+    def _indexed(self, project: str, logstore: str) -> tuple[IndexStore, IndexConfig, bool]:
+        """The store and configuration, after waiting (briefly) for the index to take
+        in every write acknowledged before this call; False if it could not."""
+        config = self.get_index(project, logstore)
+        runtime = self._runtime(project, logstore)
+        store = self._indexes.get(runtime.info.uid)
+        if store is None:
+            raise ServiceError(ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted")
+        ends = {shard_id: log.end for shard_id, log in runtime.shards.items()}
+        deadline = time.monotonic() + self.config.index_wait
+        self.indexer.nudge()
+        while True:
+            progress = store.progress()
+            if all(
+                max(progress.get(s, 0), runtime.shards[s].begin) >= end for s, end in ends.items()
+            ):
+                return store, config, True
+            if time.monotonic() >= deadline:
+                return store, config, False
+            time.sleep(0.01)
+
+    def query(
+        self,
+        project: str,
+        logstore: str,
+        query: str,
+        from_ns: int,
+        to_ns: int,
+        *,
+        line: int = 100,
+        offset: int = 0,
+        reverse: bool = False,
+        topic: str | None = None,
+    ) -> QueryResult:
+        """Search (and analyse with SQL after ``|``) the logs with times in
+        ``[from_ns, to_ns)``.  See ``logharbor.engine.index.query``."""
+        store, config, caught_up = self._indexed(project, logstore)
+        result = self.queries.run(
+            store,
+            config,
+            query,
+            from_ns,
+            to_ns,
+            line=line,
+            offset=offset,
+            reverse=reverse,
+            topic=topic,
+        )
+        result.complete = caught_up
+        return result
+
+    def histogram(
+        self,
+        project: str,
+        logstore: str,
+        query: str,
+        from_ns: int,
+        to_ns: int,
+        *,
+        interval: int | None = None,
+        topic: str | None = None,
+    ) -> tuple[list[Bucket], bool]:
+        store, config, caught_up = self._indexed(project, logstore)
+        buckets = self.queries.histogram(
+            store, config, query, from_ns, to_ns, interval=interval, topic=topic
+        )
+        return buckets, caught_up
+
+    def context(
+        self,
+        project: str,
+        logstore: str,
+        shard_id: ShardId,
+        position: Position,
+        index: int,
+        *,
+        back: int = 10,
+        forward: int = 10,
+    ) -> tuple[list[LogRow], list[LogRow]]:
+        """The logs just before and after a log (shard, log group position, index in
+        the group), in the order they are stored in the shard."""
+        store, _config, _ = self._indexed(project, logstore)
+        self._runtime(project, logstore).shard(shard_id)
+        return self.queries.context(store, shard_id, position, index, back, forward)
+
+    def index_lag(self, project: str, logstore: str) -> dict[ShardId, Position]:
+        """Log groups written but not yet searchable, per shard."""
+        runtime = self._runtime(project, logstore)
+        store = self._indexes.get(runtime.info.uid)
+        if store is None:
+            raise ServiceError(
+                ErrorCode.INDEX_CONFIG_NOT_EXIST, f"logstore {logstore!r} has no index"
+            )
+        return Indexer.lag(IndexedLogstore(store, _shards_of(runtime)))
 
     # ----------------------------------------------------- consumer groups
     #
@@ -715,6 +895,11 @@ class Engine:
         dropped: int = self.commit.run(drop)
         if dropped:
             log.info("retention dropped %d log groups", dropped)
+            for runtime in stores:  # the index forgets what the shard logs dropped
+                index = self._indexes.get(runtime.info.uid)
+                if index is not None and not runtime.deleted:
+                    for shard_id, shard in list(runtime.shards.items()):
+                        index.drop_before(shard_id, shard.begin)
         return dropped
 
     def run_auto_split(self) -> list[tuple[str, str, ShardId]]:
@@ -773,6 +958,10 @@ class Engine:
 
     def statistics(self) -> CommitStatistics:
         return self.commit.statistics()
+
+
+def _shards_of(runtime: LogstoreRuntime) -> Callable[[], dict[ShardId, ShardLog]]:
+    return lambda: dict(runtime.shards)
 
 
 @dataclass(frozen=True, slots=True)

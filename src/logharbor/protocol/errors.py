@@ -29,6 +29,12 @@ class ErrorCode(StrEnum):
     INVALID_COMPRESS_TYPE = ("InvalidCompressType", 400)
     INVALID_BODY = ("PostBodyInvalid", 400)
     INVALID_LOG_GROUP = ("InvalidLogGroup", 400)
+    INVALID_QUERY = ("InvalidQuery", 400)
+    INDEX_CONFIG_NOT_EXIST = ("IndexConfigNotExist", 404)
+    INDEX_ALREADY_EXIST = ("IndexAlreadyExist", 400)
+    QUERY_TIMEOUT = ("QueryTimeout", 408)
+    QUERY_TOO_LARGE = ("QueryExceedLimit", 400)
+    QUERY_QUOTA_EXCEED = ("QueryQuotaExceed", 429)
     BODY_TOO_LARGE = ("PostBodyTooLarge", 413)
     RAW_SIZE_TOO_LARGE = ("PostBodyUncompressedTooLarge", 413)
     # Resources

@@ -14,8 +14,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..engine import Engine, EngineConfig, Limits
+from ..engine.index.query import QueryLimits
 from ..protocol.errors import ErrorCode, ServiceError
 from .auth import AccessKeyStore, Authenticator
+from .compat.inlong import InLongFacade
 from .config import ServerConfig
 from .http import ByteBudget, error_response, new_request_id
 from .metrics import Metrics
@@ -31,6 +33,7 @@ class Server:
     engine: Engine
     keys: AccessKeyStore
     app: Starlette
+    inlong: InLongFacade | None = None  # when config.inlong_port >= 0
 
 
 class _Timing:
@@ -53,6 +56,12 @@ def build_server(config: ServerConfig) -> Server:
             max_pending_bytes=config.max_pending_bytes,
             retention_interval=config.retention_interval,
             ingest_workers=config.ingest_workers,
+            query_limits=QueryLimits(
+                timeout=config.query_timeout,
+                max_range_days=config.query_max_range_days,
+                max_concurrency=config.query_max_concurrency,
+            ),
+            query_memory_limit=config.query_memory_limit,
         )
     )
     keys = AccessKeyStore(config.data_dir)
@@ -63,6 +72,8 @@ def build_server(config: ServerConfig) -> Server:
     native = NativeAPI(
         engine, authenticator, metrics.observe, ByteBudget(config.max_inflight_bytes)
     )
+
+    inlong = _inlong_facade(config, engine, native.budget)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -83,10 +94,16 @@ def build_server(config: ServerConfig) -> Server:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if inlong is not None:
+            await inlong.start()
         try:
             yield
         finally:
-            engine.close()
+            try:
+                if inlong is not None:
+                    await inlong.stop()
+            finally:
+                engine.close()
 
     app = Starlette(
         routes=[
@@ -94,12 +111,27 @@ def build_server(config: ServerConfig) -> Server:
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route(PREFIX + "/openapi.json", openapi, methods=["GET"]),
             *native.routes(),
+            *(inlong.routes() if inlong is not None else []),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,
     )
     app.add_middleware(_Timing)
-    return Server(config, engine, keys, app)
+    return Server(config, engine, keys, app, inlong)
+
+
+def _inlong_facade(config: ServerConfig, engine: Engine, budget: ByteBudget) -> InLongFacade | None:
+    if config.inlong_port < 0:
+        return None
+    return InLongFacade(
+        engine,
+        host=config.host,
+        port=config.inlong_port,
+        auto_create=config.inlong_auto_create,
+        advertise_host=config.inlong_advertise_host,
+        max_connections=config.inlong_max_connections,
+        budget=budget,
+    )
 
 
 def create_app(config: ServerConfig) -> Starlette:

@@ -42,7 +42,16 @@ class ServerConfig:
     segment_bytes: int = 128 << 20
     max_pending_bytes: int = 256 << 20
     ingest_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    query_timeout: float = 30.0  # seconds
+    query_max_range_days: int = 3650
+    query_max_concurrency: int = 4
+    query_memory_limit: str = "1GB"  # per logstore index
     log_level: str = "info"
+    # InLong facade (docs/inlong.md): DataProxy TCP port (-1: off, 0: pick a free one)
+    inlong_port: int = -1
+    inlong_auto_create: bool = False  # create a group's project and stream's logstore on use
+    inlong_advertise_host: str = ""  # the address discovery hands out; "": the one reached
+    inlong_max_connections: int = 1024
 
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -27,6 +27,7 @@ from ..protocol.signing import EMPTY_SHA256
 from .auth import Authenticator
 from .groups import GroupsAPI
 from .http import ByteBudget, Call, Handler, endpoint, json_field, read_body
+from .search import SearchAPI
 
 PREFIX = "/api/v1"
 FRAMES_MEDIA_TYPE = "application/x-logharbor-frames"
@@ -112,6 +113,7 @@ class NativeAPI:
         self.engine = engine
         self.budget = budget
         self.groups = GroupsAPI(engine)
+        self.search = SearchAPI(engine)
         self.authenticator = authenticator
         self.observe = observe
 
@@ -147,6 +149,7 @@ class NativeAPI:
     def routes(self) -> list[Route]:
         ls = "/projects/{project}/logstores/{logstore}"
         shard = ls + "/shards/{shard}"
+        search = self.search
         return [
             self._route("/projects", GET=self.list_projects, POST=self.create_project),
             self._route(
@@ -173,6 +176,16 @@ class NativeAPI:
             self._route(shard + "/cursor", GET=self.get_cursor),
             self._route(shard + "/cursor-time", GET=self.get_cursor_time),
             self._route(shard + "/logs", GET=self.pull_logs),
+            self._route(
+                ls + "/index",
+                GET=search.get_index,
+                POST=search.create_index,
+                PUT=search.update_index,
+                DELETE=search.delete_index,
+            ),
+            self._route(ls + "/query", POST=search.query),
+            self._route(ls + "/histogram", POST=search.histogram),
+            self._route(ls + "/context", GET=search.context),
             *self._group_routes("/projects/{project}/consumergroups"),
             *self._group_routes(ls + "/consumergroups"),
         ]

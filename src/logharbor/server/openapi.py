@@ -138,6 +138,65 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _search_paths(params: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = _json({"type": "object"})
+    body = {"application/json": {"schema": {"type": "object"}}}
+    query_body = {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "query": _STR,
+                    "from": {"type": "number"},
+                    "to": {"type": "number"},
+                    "fromNs": _INT,
+                    "toNs": _INT,
+                    "line": _INT,
+                    "offset": _INT,
+                    "reverse": {"type": "boolean"},
+                    "topic": _STR,
+                    "interval": _INT,
+                },
+            }
+        }
+    }
+    return {
+        _LS + "/index": {
+            "get": _op("Index configuration and index lag", ok, params=params),
+            "post": _op(
+                "Create the index (SLS IndexConfig JSON); indexes kept data too",
+                ok,
+                params=params,
+                body=body,
+            ),
+            "put": _op("Replace the index configuration", ok, params=params, body=body),
+            "delete": _op("Delete the index and its data", ok, params=params),
+        },
+        _LS + "/query": {
+            "post": _op(
+                "Search, optionally '| SQL', over [from, to)", ok, params=params, body=query_body
+            )
+        },
+        _LS + "/histogram": {
+            "post": _op("Matching logs per time bucket", ok, params=params, body=query_body)
+        },
+        _LS + "/context": {
+            "get": _op(
+                "Logs before and after a log in its shard",
+                ok,
+                params=[
+                    *params,
+                    _param("shard", "query", _INT, "Shard of the log", required=True),
+                    _param("cursor", "query", _STR, "Cursor of its log group", required=True),
+                    _param("index", "query", _INT, "Index of the log in its group"),
+                    _param("back", "query", _INT, "Logs before (0-1000)"),
+                    _param("forward", "query", _INT, "Logs after (0-1000)"),
+                ],
+            )
+        },
+    }
+
+
 def _group_paths(base: str, scope: list[dict[str, Any]]) -> dict[str, Any]:
     """Consumer-group routes; under a logstore shards are ids, under a project
     ``{"logstore", "shardId"}`` objects."""
@@ -357,6 +416,7 @@ def openapi_document() -> dict[str, Any]:
             )
         },
     }
+    paths.update(_search_paths(ls_params))
     paths.update(_group_paths("/api/v1/projects/{project}/consumergroups", [_PROJECT]))
     paths.update(_group_paths(_LS + "/consumergroups", ls_params))
     return {

@@ -1,0 +1,1 @@
+"""Search and analysis: index configuration, the index store, the indexer and queries."""

@@ -1,0 +1,118 @@
+"""Index configuration in the SLS shape (../shared/specs/sls.md §7.9).
+
+``{"line": {"token": [...], "caseSensitive": bool, ...},
+   "keys": {name: {"type": "text"|"long"|"double"|"json", "token": [...],
+                   "caseSensitive": bool, "doc_value": bool, "alias": str, ...}}, ...}``
+
+The document is stored and echoed back exactly as given (SLS clients read fields we
+do not use).  What LogHarbor uses of it:
+
+- ``line``: full-text search is enabled, with its token separators and case rule;
+  without ``line``, bare words search nothing and only ``field: value`` works.
+- ``keys``: per-field search rules (tokens, case) and the field's type: ``long`` and
+  ``double`` fields compare as numbers, and in SQL every key is a column of its type.
+- Changing the configuration never needs re-indexing: the index keeps every field's
+  raw value, and tokens, case and types apply when a query runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...protocol.errors import ErrorCode, ServiceError
+
+# SLS's default separators
+DEFAULT_TOKENS = tuple(" ,'\";=()[]{}?@&<>/:\n\t\r")
+KEY_TYPES = ("text", "long", "double", "json")
+MAX_CONFIG_BYTES = 64 << 10
+
+
+@dataclass(frozen=True, slots=True)
+class KeyConfig:
+    type: str = "text"
+    tokens: tuple[str, ...] = DEFAULT_TOKENS
+    case_sensitive: bool = False
+    doc_value: bool = False
+    alias: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexConfig:
+    document: dict[str, Any]  # as given, echoed back
+    line_tokens: tuple[str, ...] | None  # None: no full-text index
+    line_case_sensitive: bool = False
+    keys: dict[str, KeyConfig] = field(default_factory=dict)
+
+    def key(self, name: str) -> KeyConfig | None:
+        return self.keys.get(name)
+
+    @property
+    def text(self) -> str:
+        return json.dumps(self.document, ensure_ascii=False, separators=(",", ":"))
+
+
+def _error(message: str) -> ServiceError:
+    return ServiceError(ErrorCode.INVALID_PARAMETER, f"invalid index config: {message}")
+
+
+def _tokens(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_TOKENS
+    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+        raise _error(f"{where}.token must be a list of non-empty strings")
+    separators: list[str] = []
+    for token in value:  # SLS accepts multi-character entries; each character separates
+        separators.extend(c for c in token.encode().decode("unicode_escape") if c not in separators)
+    return tuple(separators)
+
+
+def _bool(value: Any, where: str, default: bool = False) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _error(f"{where} must be a boolean")
+    return value
+
+
+def parse_index_config(document: Any) -> IndexConfig:
+    if not isinstance(document, dict):
+        raise _error("the body must be a JSON object")
+    if len(json.dumps(document)) > MAX_CONFIG_BYTES:
+        raise _error(f"larger than {MAX_CONFIG_BYTES} bytes")
+    line = document.get("line")
+    line_tokens: tuple[str, ...] | None = None
+    line_case = False
+    if line is not None:
+        if not isinstance(line, dict):
+            raise _error("line must be an object")
+        line_tokens = _tokens(line.get("token"), "line")
+        line_case = _bool(line.get("caseSensitive"), "line.caseSensitive")
+    keys_doc = document.get("keys", {})
+    if not isinstance(keys_doc, dict):
+        raise _error("keys must be an object")
+    keys: dict[str, KeyConfig] = {}
+    for name, spec in keys_doc.items():
+        if not isinstance(name, str) or not name or len(name) > 128:
+            raise _error("key names must be 1-128 characters")
+        if not isinstance(spec, dict):
+            raise _error(f"keys.{name} must be an object")
+        kind = spec.get("type", "text")
+        if kind not in KEY_TYPES:
+            raise _error(f"keys.{name}.type must be one of {', '.join(KEY_TYPES)}")
+        alias = spec.get("alias", "")
+        if not isinstance(alias, str):
+            raise _error(f"keys.{name}.alias must be a string")
+        keys[name] = KeyConfig(
+            type=kind,
+            tokens=_tokens(spec.get("token"), f"keys.{name}"),
+            case_sensitive=_bool(spec.get("caseSensitive"), f"keys.{name}.caseSensitive"),
+            doc_value=_bool(spec.get("doc_value"), f"keys.{name}.doc_value"),
+            alias=alias,
+        )
+    return IndexConfig(document, line_tokens, line_case, keys)
+
+
+# Used when a logstore has no index configuration: search everything, SLS defaults.
+DEFAULT_CONFIG = IndexConfig({}, DEFAULT_TOKENS, False, {})

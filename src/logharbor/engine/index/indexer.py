@@ -1,0 +1,201 @@
+"""The indexer: follows the shard logs of indexed logstores into their index stores.
+
+One thread visits every indexed logstore; for each shard it reads the log groups
+after the shard's progress (at most ``batch_bytes`` at a time), decodes them into
+an Arrow table and appends it with the new progress in one transaction.  When a
+pass finds nothing to do it sleeps ``idle_interval`` seconds, so a write becomes
+searchable within about that long plus the time to index it.
+
+Retention: when a shard's oldest kept position moves past rows in the index,
+those rows are deleted, so the index never holds logs the shard log dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ...protocol.codec import iter_frames
+from ...protocol.schema import LogGroup
+from ..shardlog import ShardLog
+from ..types import NANOS_PER_SECOND, Position, ShardId
+from .store import ARROW_SCHEMA, IndexStore
+
+log = logging.getLogger(__name__)
+
+
+def decode_frames(frames: bytes, shard: ShardId) -> pa.Table:
+    """Decode stored frames into rows of the ``logs`` table."""
+    times: list[int] = []
+    positions: list[int] = []
+    indexes: list[int] = []
+    topics: list[str] = []
+    sources: list[str] = []
+    tag_offsets = [0]
+    tag_keys: list[str] = []
+    tag_values: list[str] = []
+    offsets = [0]
+    keys: list[str] = []
+    values: list[str] = []
+    lines: list[str] = []
+    for frame in iter_frames(frames, verify=False):
+        group = LogGroup.FromString(frame.raw())
+        group_tags = _unique([(t.Key, t.Value) for t in group.LogTags])
+        topic, source = group.Topic, group.Source
+        try:
+            rows = _rows(group, lambda value: value)
+        except TypeError:  # a value that is not UTF-8 arrives as bytes
+            rows = _rows(group, _text)
+        for number, (time_ns, pairs, line) in enumerate(rows):
+            lines.append(line)
+            keys.extend([k for k, _ in pairs])
+            values.extend([v for _, v in pairs])
+            offsets.append(len(keys))
+            times.append(time_ns)
+            tag_keys.extend([k for k, _ in group_tags])
+            tag_values.extend([v for _, v in group_tags])
+            tag_offsets.append(len(tag_keys))
+            indexes.append(number)
+        count = len(group.Logs)
+        positions.extend([frame.position] * count)
+        topics.extend([topic] * count)
+        sources.extend([source] * count)
+    return pa.table(
+        [
+            pa.array(times, pa.int64()),
+            pa.array([shard] * len(times), pa.int32()),
+            pa.array(positions, pa.int64()),
+            pa.array(indexes, pa.int32()),
+            pa.array(topics, pa.string()),
+            pa.array(sources, pa.string()),
+            _map(tag_offsets, tag_keys, tag_values),
+            _map(offsets, keys, values),
+            pa.array(lines, pa.string()),
+        ],
+        schema=ARROW_SCHEMA,
+    )
+
+
+Row = tuple[int, list[tuple[str, str]], str]
+
+
+def _rows(group: Any, convert: Callable[[Any], str]) -> list[Row]:
+    rows = []
+    for entry in group.Logs:
+        pairs = [(c.Key, convert(c.Value)) for c in entry.Contents]
+        line = "\n".join([v for _, v in pairs])
+        rows.append((entry.Time * NANOS_PER_SECOND + entry.Time_ns, _unique(pairs), line))
+    return rows
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _unique(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A map keeps the first value of a repeated key."""
+    if len({k for k, _ in pairs}) == len(pairs):
+        return pairs
+    first: dict[str, str] = {}
+    for key, value in pairs:
+        first.setdefault(key, value)
+    return list(first.items())
+
+
+def _map(offsets: list[int], keys: list[str], values: list[str]) -> pa.MapArray:
+    return pa.MapArray.from_arrays(
+        pa.array(offsets, pa.int32()), pa.array(keys, pa.string()), pa.array(values, pa.string())
+    )
+
+
+@dataclass(eq=False)
+class IndexedLogstore:
+    """An index store and the shard logs it follows."""
+
+    store: IndexStore
+    shards: Callable[[], dict[ShardId, ShardLog]]
+
+
+class Indexer:
+    def __init__(
+        self,
+        targets: Callable[[], Iterator[IndexedLogstore]],
+        *,
+        batch_bytes: int = 8 << 20,
+        idle_interval: float = 0.1,
+    ) -> None:
+        self._targets = targets
+        self.batch_bytes = batch_bytes
+        self.idle_interval = idle_interval
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="logharbor-indexer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+
+    def nudge(self) -> None:
+        """Start a pass now (new data, a new index)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:
+                log.exception("indexing pass failed")
+                busy = False
+            if not busy:
+                self._wake.wait(self.idle_interval)
+                self._wake.clear()
+
+    def run_once(self) -> bool:
+        """One pass over every indexed logstore; True if anything was indexed."""
+        busy = False
+        for target in self._targets():
+            if self._stop.is_set():
+                break
+            try:
+                busy |= self._index(target)
+            except Exception:
+                if target.store.closed:
+                    continue  # dropped meanwhile
+                raise
+        return busy
+
+    def _index(self, target: IndexedLogstore) -> bool:
+        progress = target.store.progress()
+        busy = False
+        for shard_id, shard in target.shards().items():
+            done = progress.get(shard_id, 0)
+            begin = shard.begin
+            if begin > done:  # retention dropped data: drop its rows and skip ahead
+                target.store.drop_before(shard_id, begin)
+                done = begin
+            if done >= shard.end:
+                if begin > progress.get(shard_id, 0):
+                    target.store.append(ARROW_SCHEMA.empty_table(), shard_id, done)
+                continue
+            result = shard.read(done, count=1000, max_bytes=self.batch_bytes)
+            target.store.append(
+                decode_frames(result.frames, shard_id), shard_id, result.next_position
+            )
+            busy = True
+        return busy
+
+    @staticmethod
+    def lag(target: IndexedLogstore) -> dict[ShardId, Position]:
+        """Log groups not yet indexed, per shard."""
+        progress = target.store.progress()
+        return {
+            shard_id: max(0, shard.end - max(progress.get(shard_id, 0), shard.begin))
+            for shard_id, shard in target.shards().items()
+        }

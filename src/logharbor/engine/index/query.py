@@ -1,0 +1,358 @@
+"""Running queries over an index store: logs, SQL analysis, histograms, context.
+
+A query is a search expression, optionally followed by ``|`` and SQL (SLS style)::
+
+    status: 500 and path: /api* | select path, count(*) as c group by path order by c desc
+
+The SQL runs over the logs the search kept, as the table ``log`` (``FROM log`` may
+be left out).  Its columns: ``__time__`` (log time, seconds), ``__time_ns__``,
+``__topic__``, ``__source__``, ``"__tag__:NAME"`` and every field, typed by the
+index configuration (``long`` → BIGINT, ``double`` → DOUBLE, others VARCHAR; a
+value that does not convert is NULL).  SLS/Presto SQL is translated to DuckDB by
+sqlglot; a function DuckDB lacks is an error naming it.
+
+Guards: every query has a timeout, a largest time range and the index store's
+memory limit; only so many run at once.  Each answers with its own error code.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+from ...protocol.errors import ErrorCode, ServiceError
+from ..types import NANOS_PER_SECOND
+from .config import IndexConfig
+from .search import compile_search, sql_string
+from .store import IndexStore
+
+_BASE_COLUMNS = {
+    "__time__": "t // 1000000000",
+    "__time_ns__": "t",
+    "__topic__": "topic",
+    "__source__": "source",
+}
+_SQL_TYPES = {"long": "BIGINT", "double": "DOUBLE"}
+_BUCKETS = (
+    1,
+    2,
+    5,
+    10,
+    15,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
+    10800,
+    21600,
+    43200,
+    86400,
+    172800,
+    604800,
+)
+_MISSING_FUNCTION = re.compile(
+    r"(?:Scalar|Aggregate|Table) Function with name (\w+) does not exist"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    timeout: float = 30.0  # seconds per query
+    max_range_days: int = 3650
+    max_concurrency: int = 4
+    max_wait: float = 5.0  # seconds to wait for a free query slot
+    max_lines: int = 1000  # logs per page of a search
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    time_ns: int
+    shard: int
+    position: int
+    index: int
+    topic: str
+    source: str
+    tags: tuple[tuple[str, str], ...]
+    contents: tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class QueryResult:
+    has_sql: bool
+    logs: list[LogRow] = field(default_factory=list)  # a search without SQL
+    keys: list[str] = field(default_factory=list)  # SQL result columns
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # SQL result rows
+    matched: int | None = None  # logs the search matched (searches only)
+    complete: bool = True  # False: the index had not caught up with every write
+    elapsed_ms: int = 0
+    where_query: str = ""
+    agg_query: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    start: int  # seconds
+    end: int
+    count: int
+
+
+def split_query(text: str) -> tuple[str, str | None]:
+    """``search | sql`` → (search, sql); a ``|`` inside double quotes does not split."""
+    quoted = False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "|" and not quoted:
+            return text[:i].strip(), text[i + 1 :].strip()
+    return text.strip(), None
+
+
+class QueryRunner:
+    def __init__(self, limits: QueryLimits) -> None:
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_concurrency)
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=self.limits.max_wait):
+            raise ServiceError(
+                ErrorCode.QUERY_QUOTA_EXCEED,
+                f"{self.limits.max_concurrency} queries are already running; retry shortly",
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def _check_range(self, from_ns: int, to_ns: int) -> None:
+        if from_ns >= to_ns:
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "from must be before to")
+        if to_ns - from_ns > self.limits.max_range_days * 86_400 * NANOS_PER_SECOND:
+            raise ServiceError(
+                ErrorCode.QUERY_TOO_LARGE,
+                f"time range longer than {self.limits.max_range_days} days",
+            )
+
+    def _execute(self, store: IndexStore, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self._slot():
+            cursor = store.reader()
+            timer = threading.Timer(self.limits.timeout, cursor.interrupt)
+            timer.start()
+            try:
+                result = cursor.execute(sql)
+                keys = [d[0] for d in result.description or []]
+                return keys, result.fetchall()
+            except duckdb.InterruptException:
+                raise ServiceError(
+                    ErrorCode.QUERY_TIMEOUT,
+                    f"the query ran longer than {self.limits.timeout:g} s; narrow the time "
+                    "range or the search",
+                ) from None
+            except duckdb.OutOfMemoryException:
+                raise ServiceError(
+                    ErrorCode.QUERY_TOO_LARGE, "the query needs more memory than allowed"
+                ) from None
+            except duckdb.Error as exc:
+                raise _sql_error(exc) from None
+            finally:
+                timer.cancel()
+                cursor.close()
+
+    # ------------------------------------------------------------------ logs
+
+    def run(
+        self,
+        store: IndexStore,
+        config: IndexConfig,
+        query: str,
+        from_ns: int,
+        to_ns: int,
+        *,
+        line: int = 100,
+        offset: int = 0,
+        reverse: bool = False,
+        topic: str | None = None,
+    ) -> QueryResult:
+        started = time.perf_counter()
+        self._check_range(from_ns, to_ns)
+        if not 0 <= line <= self.limits.max_lines or offset < 0:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER, f"line must be 0-{self.limits.max_lines}, offset >= 0"
+            )
+        search, sql = split_query(query)
+        where = f"t >= {int(from_ns)} AND t < {int(to_ns)} AND {compile_search(search, config)}"
+        if topic is not None:
+            where += f" AND topic = {sql_string(topic)}"
+        if sql is not None:
+            keys, rows = self._execute(store, self._analysis(sql, where, config))
+            result = QueryResult(
+                True, keys=keys, rows=rows, where_query=search or "*", agg_query=sql
+            )
+        else:
+            order = "DESC" if reverse else "ASC"
+            _keys, rows = self._execute(
+                store,
+                "SELECT t, shard, pos, idx, topic, source, map_entries(tags), "
+                f"map_entries(contents) FROM logs WHERE {where} "
+                f"ORDER BY t {order}, shard {order}, pos {order}, idx {order} "
+                f"LIMIT {int(line)} OFFSET {int(offset)}",
+            )
+            _, counted = self._execute(store, f"SELECT count(*) FROM logs WHERE {where}")
+            result = QueryResult(
+                False,
+                logs=[_log_row(r) for r in rows],
+                matched=int(counted[0][0]),
+                where_query=search or "*",
+            )
+        result.elapsed_ms = int((time.perf_counter() - started) * 1000)
+        return result
+
+    def _analysis(self, sql: str, where: str, config: IndexConfig) -> str:
+        try:
+            tree = sqlglot.parse_one(sql, read="presto")
+        except sqlglot.errors.ParseError as exc:
+            raise ServiceError(ErrorCode.INVALID_QUERY, f"SQL syntax error: {exc}") from None
+        if not isinstance(tree, exp.Query):
+            raise ServiceError(ErrorCode.INVALID_QUERY, "only SELECT queries are allowed")
+        for select in tree.find_all(exp.Select):
+            if select.args.get("from_", select.args.get("from")) is None:
+                select.from_("log", copy=False)
+        for table in tree.find_all(exp.Table):
+            if isinstance(table.this, exp.Identifier):
+                table.set("this", exp.to_identifier("log"))
+                table.set("db", None)
+                table.set("catalog", None)
+            else:
+                raise ServiceError(ErrorCode.INVALID_QUERY, "SQL may only read the table log")
+        if any(tree.find_all(exp.Placeholder)):
+            raise ServiceError(ErrorCode.INVALID_QUERY, "placeholders are not supported")
+        aliases = {a.alias for a in tree.find_all(exp.Alias)}
+        fields = {c.name for c in tree.find_all(exp.Column) if c.name} - aliases
+        columns = []
+        for name in sorted(fields):
+            if name in _BASE_COLUMNS:
+                continue
+            if name.startswith("__tag__:"):
+                value = f"tags[{sql_string(name[len('__tag__:') :])}]"
+            else:
+                value = f"contents[{sql_string(name)}]"
+                key = config.key(name)
+                if key is not None and key.type in _SQL_TYPES:
+                    value = f"TRY_CAST({value} AS {_SQL_TYPES[key.type]})"
+            columns.append(f"{value} AS {_quote(name)}")
+        base = [f"{expr} AS {name}" for name, expr in _BASE_COLUMNS.items()]
+        cte = f"SELECT {', '.join(base + columns)} FROM logs WHERE {where}"
+        final = tree.with_("log", as_=cte, dialect="duckdb", copy=False)
+        return final.sql(dialect="duckdb")
+
+    # ------------------------------------------------------------ histograms
+
+    def histogram(
+        self,
+        store: IndexStore,
+        config: IndexConfig,
+        query: str,
+        from_ns: int,
+        to_ns: int,
+        *,
+        interval: int | None = None,
+        topic: str | None = None,
+    ) -> list[Bucket]:
+        """Counts of matching logs per time bucket (about 60 buckets unless
+        ``interval``, in seconds, is given)."""
+        self._check_range(from_ns, to_ns)
+        search, sql = split_query(query)
+        if sql is not None:
+            raise ServiceError(ErrorCode.INVALID_QUERY, "histograms take a search, not SQL")
+        span = (to_ns - from_ns + NANOS_PER_SECOND - 1) // NANOS_PER_SECOND
+        if interval is None:
+            interval = next((b for b in _BUCKETS if span / b <= 60), _BUCKETS[-1])
+        if interval <= 0 or span / interval > 10_000:
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "interval gives too many buckets")
+        step = interval * NANOS_PER_SECOND
+        start = from_ns - from_ns % step
+        where = f"t >= {int(from_ns)} AND t < {int(to_ns)} AND {compile_search(search, config)}"
+        if topic is not None:
+            where += f" AND topic = {sql_string(topic)}"
+        _, rows = self._execute(
+            store,
+            f"SELECT (t - {start}) // {step} AS b, count(*) FROM logs WHERE {where} GROUP BY b",
+        )
+        counts = {int(b): int(c) for b, c in rows}
+        buckets = []
+        for number in range((to_ns - start + step - 1) // step):
+            low = start + number * step
+            buckets.append(
+                Bucket(
+                    max(low, from_ns) // NANOS_PER_SECOND,
+                    min(low + step, to_ns) // NANOS_PER_SECOND,
+                    counts.get(number, 0),
+                )
+            )
+        return buckets
+
+    # --------------------------------------------------------------- context
+
+    def context(
+        self, store: IndexStore, shard: int, position: int, index: int, back: int, forward: int
+    ) -> tuple[list[LogRow], list[LogRow]]:
+        """The ``back`` logs before and ``forward`` logs after a log, in its shard."""
+        if not (0 <= back <= 1000 and 0 <= forward <= 1000):
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "back and forward must be 0-1000")
+        columns = "t, shard, pos, idx, topic, source, map_entries(tags), map_entries(contents)"
+        at = f"shard = {int(shard)}"
+        before = f"(pos < {int(position)} OR (pos = {int(position)} AND idx < {int(index)}))"
+        after = f"(pos > {int(position)} OR (pos = {int(position)} AND idx > {int(index)}))"
+        _, older = self._execute(
+            store,
+            f"SELECT {columns} FROM logs WHERE {at} AND {before} "
+            f"ORDER BY pos DESC, idx DESC LIMIT {int(back)}",
+        )
+        _, newer = self._execute(
+            store,
+            f"SELECT {columns} FROM logs WHERE {at} AND {after} "
+            f"ORDER BY pos, idx LIMIT {int(forward)}",
+        )
+        return [_log_row(r) for r in reversed(older)], [_log_row(r) for r in newer]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _pairs(entries: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((e["key"], e["value"]) for e in entries or ())
+
+
+def _log_row(row: tuple[Any, ...]) -> LogRow:
+    t, shard, pos, idx, topic, source, tags, contents = row
+    return LogRow(
+        int(t), int(shard), int(pos), int(idx), topic, source, _pairs(tags), _pairs(contents)
+    )
+
+
+def _sql_error(exc: duckdb.Error) -> ServiceError:
+    message = str(exc)
+    missing = _MISSING_FUNCTION.search(message)
+    if missing:
+        return ServiceError(
+            ErrorCode.INVALID_QUERY, f"unsupported SQL function: {missing.group(1)}"
+        )
+    if isinstance(exc, duckdb.PermissionException):
+        return ServiceError(ErrorCode.INVALID_QUERY, "SQL may only read the table log")
+    first_line = message.splitlines()[0] if message else type(exc).__name__
+    return ServiceError(ErrorCode.INVALID_QUERY, f"SQL error: {first_line}")

@@ -1,0 +1,369 @@
+"""The search language, and its translation into a DuckDB predicate.
+
+Grammar (keywords are case-insensitive)::
+
+    query      := or_expr | "*" | ""
+    or_expr    := and_expr ("or" and_expr)*
+    and_expr   := not_expr (["and"] not_expr)*          # juxtaposition means AND
+    not_expr   := "not" not_expr | primary
+    primary    := "(" or_expr ")" | "*" | field_expr | term
+    field_expr := FIELD ":" value                       # token (or phrase) in the field
+                | FIELD ":" WORD "*"                    # a token of the field starts with WORD
+                | FIELD (">" | ">=" | "<" | "<=" | "=") NUMBER
+                | FIELD "in" ("[" | "(") NUMBER NUMBER ("]" | ")")
+    term       := WORD | WORD "*" | PHRASE               # full-text: any field's value
+    value      := WORD | PHRASE | "*"                    # "field: *" = the field exists
+    FIELD      := a name, or __topic__, __source__, __tag__:NAME, or a "quoted name"
+    PHRASE     := "double-quoted text"
+
+A word matches a whole token: values are split at the separators of the index
+configuration (the line's for full-text, the key's for a field), so ``error``
+matches ``an error occurred`` but not ``errors``; ``err*`` matches both.  Matching
+ignores case unless the configuration says otherwise.  A phrase matches its tokens
+in sequence.  Comparisons and ranges treat the field as a number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...protocol.errors import ErrorCode, ServiceError
+from .config import DEFAULT_TOKENS, IndexConfig, KeyConfig
+
+_OPERATORS = (">=", "<=", ">", "<", "=")
+_KEYWORDS = {"and", "or", "not", "in"}
+
+
+class SearchSyntaxError(ServiceError):
+    def __init__(self, message: str, position: int, text: str) -> None:
+        pointer = f"{text}\n{' ' * position}^"
+        super().__init__(
+            ErrorCode.INVALID_QUERY,
+            f"search syntax error at position {position}: {message}\n{pointer}",
+        )
+        self.position = position
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str  # word, phrase, op, lparen, rparen, lbracket, rbracket, colon, star, end
+    text: str
+    position: int
+
+
+def tokenize(text: str) -> list[Token]:
+    tokens: list[Token] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+        elif ch == '"':
+            j = i + 1
+            buf = []
+            while j < len(text) and text[j] != '"':
+                if text[j] == "\\" and j + 1 < len(text):
+                    j += 1
+                buf.append(text[j])
+                j += 1
+            if j >= len(text):
+                raise SearchSyntaxError("unterminated quoted phrase", i, text)
+            tokens.append(Token("phrase", "".join(buf), i))
+            i = j + 1
+        elif text.startswith(_OPERATORS, i):
+            op = next(o for o in _OPERATORS if text.startswith(o, i))
+            tokens.append(Token("op", op, i))
+            i += len(op)
+        elif ch in "()[]:*":
+            kind = {
+                "(": "lparen",
+                ")": "rparen",
+                "[": "lbracket",
+                "]": "rbracket",
+                ":": "colon",
+                "*": "star",
+            }[ch]
+            tokens.append(Token(kind, ch, i))
+            i += 1
+        else:
+            j = i
+            while j < len(text) and not text[j].isspace() and text[j] not in '"()[]:*<>=':
+                j += 1
+            word = text[i:j]
+            # __tag__:key is one field name
+            if word == "__tag__" and text.startswith(":", j):
+                k = j + 1
+                while k < len(text) and not text[k].isspace() and text[k] not in '"()[]:*<>=':
+                    k += 1
+                word, j = text[i:k], k
+            tokens.append(Token("word", word, i))
+            i = j
+    tokens.append(Token("end", "", len(text)))
+    return tokens
+
+
+# ------------------------------------------------------------------ the tree
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    field: str | None  # None: full text
+    words: tuple[str, ...]  # several: a phrase
+    prefix: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Exists:
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    field: str
+    op: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    field: str
+    low: float
+    high: float
+    low_inclusive: bool
+    high_inclusive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    child: Node
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    children: tuple[Node, ...]
+
+
+Node = All | Text | Exists | Compare | Range | Not | And | Or
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = tokenize(text)
+        self.i = 0
+
+    def peek(self, offset: int = 0) -> Token:
+        return self.tokens[min(self.i + offset, len(self.tokens) - 1)]
+
+    def take(self) -> Token:
+        token = self.tokens[self.i]
+        self.i += 1
+        return token
+
+    def error(self, message: str, token: Token | None = None) -> SearchSyntaxError:
+        return SearchSyntaxError(message, (token or self.peek()).position, self.text)
+
+    def is_keyword(self, token: Token, word: str) -> bool:
+        return token.kind == "word" and token.text.lower() == word
+
+    def parse(self) -> Node:
+        if self.peek().kind == "end":
+            return All()
+        node = self.or_expr()
+        if self.peek().kind != "end":
+            raise self.error(f"unexpected {self.peek().text!r}")
+        return node
+
+    def or_expr(self) -> Node:
+        children = [self.and_expr()]
+        while self.is_keyword(self.peek(), "or"):
+            self.take()
+            children.append(self.and_expr())
+        return children[0] if len(children) == 1 else Or(tuple(children))
+
+    def and_expr(self) -> Node:
+        children = [self.not_expr()]
+        while True:
+            token = self.peek()
+            if self.is_keyword(token, "and"):
+                self.take()
+            elif token.kind in ("end", "rparen") or self.is_keyword(token, "or"):
+                break
+            children.append(self.not_expr())
+        return children[0] if len(children) == 1 else And(tuple(children))
+
+    def not_expr(self) -> Node:
+        if self.is_keyword(self.peek(), "not"):
+            self.take()
+            return Not(self.not_expr())
+        return self.primary()
+
+    def primary(self) -> Node:
+        token = self.peek()
+        if token.kind == "lparen":
+            self.take()
+            node = self.or_expr()
+            if self.peek().kind != "rparen":
+                raise self.error("expected ')'")
+            self.take()
+            return node
+        if token.kind == "star":
+            self.take()
+            return All()
+        if token.kind == "phrase":
+            self.take()
+            if self.peek().kind in ("colon", "op") or self.is_keyword(self.peek(), "in"):
+                return self.field_expr(token.text)  # a quoted field name
+            return Text(None, tuple(token.text.split()) or ("",))
+        if token.kind == "word":
+            if token.text.lower() in _KEYWORDS:
+                raise self.error(f"{token.text!r} needs an operand")
+            self.take()
+            follower = self.peek()
+            if follower.kind in ("colon", "op") or self.is_keyword(follower, "in"):
+                return self.field_expr(token.text)
+            if follower.kind == "star":
+                self.take()
+                return Text(None, (token.text,), prefix=True)
+            return Text(None, (token.text,))
+        raise self.error("expected a word, a phrase, a field or '('")
+
+    def number(self) -> float:
+        token = self.take()
+        try:
+            return float(token.text)
+        except ValueError:
+            raise self.error(f"{token.text!r} is not a number", token) from None
+
+    def field_expr(self, field: str) -> Node:
+        token = self.take()
+        if token.kind == "op":
+            return Compare(field, token.text, self.number())
+        if token.kind == "word":  # "in"
+            opener = self.take()
+            if opener.kind not in ("lbracket", "lparen"):
+                raise self.error("expected '[' or '(' after 'in'", opener)
+            low, high = self.number(), self.number()
+            closer = self.take()
+            if closer.kind not in ("rbracket", "rparen"):
+                raise self.error("expected ']' or ')'", closer)
+            return Range(field, low, high, opener.kind == "lbracket", closer.kind == "rbracket")
+        value = self.take()  # after ':'
+        if value.kind == "star":
+            return Exists(field)
+        if value.kind == "phrase":
+            return Text(field, tuple(value.text.split()) or ("",))
+        if value.kind == "word" and value.text.lower() not in ("and", "or"):
+            if self.peek().kind == "star":
+                self.take()
+                return Text(field, (value.text,), prefix=True)
+            return Text(field, (value.text,))
+        raise self.error(f"expected a value after '{field}:'", value)
+
+
+def parse_search(text: str) -> Node:
+    return _Parser(text.strip()).parse()
+
+
+# ------------------------------------------------------------ to SQL
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (quotes doubled; NUL is not allowed in names)."""
+    return "'" + value.replace("\x00", "").replace("'", "''") + "'"
+
+
+def _literal(text: str) -> str:
+    """``text`` as an RE2 literal: anything but letters, digits and _ as \\x{HEX}."""
+    return "".join(c if c.isalnum() or c == "_" else f"\\x{{{ord(c):x}}}" for c in text)
+
+
+def _separators(tokens: tuple[str, ...]) -> str:
+    return "".join(_literal(t) for t in tokens) or r"\s"
+
+
+class Compiler:
+    """Turns a search tree into a DuckDB predicate; values are inlined as literals."""
+
+    def __init__(self, config: IndexConfig) -> None:
+        self.config = config
+
+    def compile(self, node: Node) -> str:
+        if isinstance(node, All):
+            return "TRUE"
+        if isinstance(node, Not):
+            return f"NOT ({self.compile(node.child)})"
+        if isinstance(node, And):
+            return "(" + " AND ".join(self.compile(c) for c in node.children) + ")"
+        if isinstance(node, Or):
+            return "(" + " OR ".join(self.compile(c) for c in node.children) + ")"
+        if isinstance(node, Exists):
+            return f"({self.column(node.field)} IS NOT NULL)"
+        if isinstance(node, Compare):
+            return f"({self.number(node.field)} {node.op} {node.value!r})"
+        if isinstance(node, Range):
+            value = self.number(node.field)
+            low = ">=" if node.low_inclusive else ">"
+            high = "<=" if node.high_inclusive else "<"
+            return f"({value} {low} {node.low!r} AND {value} {high} {node.high!r})"
+        return self.text(node)
+
+    def number(self, field: str) -> str:
+        return f"TRY_CAST({self.column(field)} AS DOUBLE)"
+
+    @staticmethod
+    def column(field: str) -> str:
+        """The SQL expression of a field's value (NULL where a log lacks it)."""
+        if field == "__topic__":
+            return "topic"
+        if field == "__source__":
+            return "source"
+        if field.startswith("__tag__:"):
+            return f"tags[{sql_string(field[len('__tag__:') :])}]"
+        return f"contents[{sql_string(field)}]"
+
+    def _rules(self, field: str | None) -> tuple[tuple[str, ...], bool]:
+        if field is None:
+            if self.config.line_tokens is None:
+                raise ServiceError(
+                    ErrorCode.INVALID_QUERY,
+                    "full-text search needs a line index; search a field (key: value) or add "
+                    '"line" to the index configuration',
+                )
+            # values are joined by newlines in the full-text column: always a boundary
+            return (*self.config.line_tokens, "\n"), self.config.line_case_sensitive
+        key: KeyConfig | None = self.config.key(field)
+        if key is None:
+            return DEFAULT_TOKENS, False
+        return key.tokens, key.case_sensitive
+
+    def text(self, node: Text) -> str:
+        tokens, case_sensitive = self._rules(node.field)
+        sep = _separators(tokens)
+        words = [w if case_sensitive else w.lower() for w in node.words]
+        body = f"[{sep}]+".join(_literal(w) for w in words)
+        pattern = sql_string(f"(^|[{sep}]){body}" + ("" if node.prefix else f"($|[{sep}])"))
+        target = "line" if node.field is None else self.column(node.field)
+        if not case_sensitive:
+            target = f"lower({target})"
+        if node.field is not None and not node.prefix and len(words) == 1:
+            # the common case "status: 500": an exact value needs no regular expression
+            return f"({target} = {sql_string(words[0])} OR regexp_matches({target}, {pattern}))"
+        # a cheap substring test first; the expression checks token boundaries
+        return (
+            f"(contains({target}, {sql_string(words[0])}) AND regexp_matches({target}, {pattern}))"
+        )
+
+
+def compile_search(text: str, config: IndexConfig) -> str:
+    return Compiler(config).compile(parse_search(text))

@@ -1,0 +1,314 @@
+"""Search and SQL analysis in the engine: the language, the index, retention."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from groups import prepared
+from logharbor.engine import Engine, EngineConfig
+from logharbor.engine.index.search import SearchSyntaxError, parse_search
+from logharbor.engine.types import NANOS_PER_DAY, NANOS_PER_SECOND
+from logharbor.protocol.errors import ErrorCode, ServiceError
+
+T0 = 1_800_000_000
+WIDE = ((T0 - 3600) * NANOS_PER_SECOND, (T0 + 3600) * NANOS_PER_SECOND)
+
+ACCESS_LOGS = [
+    {
+        "method": "GET",
+        "path": "/api/v1/orders",
+        "status": "200",
+        "latency": "12",
+        "msg": "order listed for alice",
+    },
+    {
+        "method": "POST",
+        "path": "/api/v1/orders",
+        "status": "500",
+        "latency": "250",
+        "msg": "Database Error: connection refused",
+    },
+    {"method": "GET", "path": "/health", "status": "200", "latency": "1", "msg": "ok"},
+    {
+        "method": "GET",
+        "path": "/api/v2/search",
+        "status": "404",
+        "latency": "95",
+        "msg": "no results for errors page",
+    },
+    {
+        "method": "DELETE",
+        "path": "/api/v1/orders/7",
+        "status": "500",
+        "latency": "300",
+        "msg": "error deleting order",
+    },
+]
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    eng = Engine(EngineConfig(data_dir=tmp_path / "e", retention_interval=3600))
+    eng.create_project("shop")
+    eng.create_logstore("shop", "access", shard_count=2)
+    eng.create_index(
+        "shop",
+        "access",
+        {
+            "line": {"token": list(" ,;=()[]{}?@&<>/:\n\t\r\"'"), "caseSensitive": False},
+            "keys": {
+                "status": {"type": "text"},
+                "latency": {"type": "long"},
+                "path": {"type": "text", "token": ["/"]},
+            },
+        },
+    )
+    for i, contents in enumerate(ACCESS_LOGS):
+        eng.put(
+            "shop",
+            "access",
+            prepared(
+                contents,
+                time=T0 + i,
+                topic="web",
+                source=f"10.0.0.{i % 2}",
+                tags={"zone": f"z{i % 2}"},
+            ),
+        ).result()
+    yield eng
+    eng.close()
+
+
+def matched(engine: Engine, query: str) -> list[str]:
+    """The msg of every log the query matches, in time order."""
+    result = engine.query("shop", "access", query, *WIDE)
+    assert result.complete
+    return [dict(log.contents)["msg"] for log in result.logs]
+
+
+class TestSearchLanguage:
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ("*", 5),
+            ("", 5),
+            ("error", 2),  # whole tokens, any case: "Error" and "error", not "errors"
+            ("error*", 3),  # a prefix also matches "errors"
+            ('"connection refused"', 1),  # a phrase
+            ('"refused connection"', 0),  # in order
+            ("status: 500", 2),
+            ("status:500", 2),
+            ("status: 500 and path: /api*", 2),
+            ("status: 500 or status: 404", 3),
+            ("not status: 200", 3),
+            ("error and not status: 404", 2),
+            ("(status: 404 or status: 500) and latency > 100", 2),
+            ("latency >= 250", 2),
+            ("latency < 12", 1),
+            ("latency in [12 250)", 2),
+            ("latency in (12 250]", 2),
+            ("path: orders", 3),  # the path key splits at "/" only
+            ("__topic__: web", 5),
+            ("__source__: 10.0.0.1", 2),
+            ("__tag__:zone: z1", 2),
+            ("msg: *", 5),
+            ("nosuchfield: *", 0),
+            ("alice order", 1),  # words side by side: AND
+            ("GET and latency > 50", 1),
+        ],
+    )
+    def test_queries(self, engine: Engine, query: str, expected: int) -> None:
+        assert len(matched(engine, query)) == expected
+
+    @pytest.mark.parametrize(
+        ("text", "position"),
+        [
+            ("(status: 500", 12),
+            ("status: 500 and", 15),
+            ("status:", 7),
+            ("latency in [1 2", 15),
+            ('"open phrase', 0),
+            ("latency > abc", 10),
+            ("or", 0),
+        ],
+    )
+    def test_syntax_errors_say_where(self, text: str, position: int) -> None:
+        with pytest.raises(SearchSyntaxError) as exc:
+            parse_search(text)
+        assert exc.value.position == position
+        assert exc.value.code is ErrorCode.INVALID_QUERY
+        assert f"position {position}" in exc.value.message
+
+    def test_case_sensitive_key(self, engine: Engine) -> None:
+        engine.update_index(
+            "shop",
+            "access",
+            {"line": {"token": [" "]}, "keys": {"method": {"type": "text", "caseSensitive": True}}},
+        )
+        assert len(matched(engine, "method: GET")) == 3
+        assert matched(engine, "method: get") == []
+
+    def test_full_text_needs_a_line_index(self, engine: Engine) -> None:
+        engine.update_index("shop", "access", {"keys": {"status": {"type": "text"}}})
+        assert len(matched(engine, "status: 500")) == 2
+        with pytest.raises(ServiceError) as exc:
+            matched(engine, "error")
+        assert exc.value.code is ErrorCode.INVALID_QUERY
+
+
+class TestResults:
+    def test_paging_order_and_time_range(self, engine: Engine) -> None:
+        page = engine.query("shop", "access", "*", *WIDE, line=2, offset=1)
+        assert [log.time_ns // NANOS_PER_SECOND for log in page.logs] == [T0 + 1, T0 + 2]
+        assert page.matched == 5
+        newest = engine.query("shop", "access", "*", *WIDE, line=1, reverse=True)
+        assert newest.logs[0].time_ns // NANOS_PER_SECOND == T0 + 4
+        window = engine.query(
+            "shop", "access", "*", T0 * NANOS_PER_SECOND, (T0 + 2) * NANOS_PER_SECOND
+        )  # to is exclusive
+        assert window.matched == 2
+        assert engine.query("shop", "access", "*", *WIDE, topic="other").matched == 0
+
+    def test_sql_over_the_search(self, engine: Engine) -> None:
+        result = engine.query(
+            "shop",
+            "access",
+            "path: /api* | select status, count(*) as c, avg(latency) as l "
+            "group by status order by c desc, status",
+            *WIDE,
+        )
+        assert result.has_sql and result.keys == ["status", "c", "l"]
+        assert result.rows == [("500", 2, 275.0), ("200", 1, 12.0), ("404", 1, 95.0)]
+
+    def test_sql_functions(self, engine: Engine) -> None:
+        result = engine.query(
+            "shop",
+            "access",
+            "* | select count_if(status = '500') as errors, approx_distinct(method) as methods,"
+            " max(split_part(path, '/', 3)) as version,"
+            " max(regexp_extract(msg, 'for (\\w+)', 1)) as who,"
+            " min(date_format(from_unixtime(__time__), '%Y-%m-%d %H:%i')) as first,"
+            " max(url_extract_host('https://shop.example:8443' || path)) as host from log",
+            *WIDE,
+        )
+        assert result.rows == [(2, 3, "v2", "errors", "2027-01-15 08:00", "shop.example")]
+
+    def test_unsupported_function_is_named(self, engine: Engine) -> None:
+        with pytest.raises(ServiceError) as exc:
+            engine.query("shop", "access", "* | select no_such_fn(path)", *WIDE)
+        assert exc.value.code is ErrorCode.INVALID_QUERY
+        assert "no_such_fn" in exc.value.message
+
+    @pytest.mark.parametrize(
+        "sql",
+        [
+            "delete from log",
+            "select * from read_csv('/etc/passwd')",
+            "select read_text('/etc/passwd')",
+            "attach '/tmp/x.db'",
+            "select * from log where status = ?",
+        ],
+    )
+    def test_sql_can_only_read_logs(self, engine: Engine, sql: str) -> None:
+        with pytest.raises(ServiceError) as exc:
+            engine.query("shop", "access", f"* | {sql}", *WIDE)
+        assert exc.value.code is ErrorCode.INVALID_QUERY
+
+    def test_histogram(self, engine: Engine) -> None:
+        buckets, complete = engine.histogram(
+            "shop",
+            "access",
+            "status: 500",
+            T0 * NANOS_PER_SECOND,
+            (T0 + 10) * NANOS_PER_SECOND,
+            interval=2,
+        )
+        assert complete
+        assert [(b.start - T0, b.end - T0, b.count) for b in buckets] == [
+            (0, 2, 1),
+            (2, 4, 0),
+            (4, 6, 1),
+            (6, 8, 0),
+            (8, 10, 0),
+        ]
+
+    def test_context(self, engine: Engine) -> None:
+        hit = engine.query("shop", "access", '"connection refused"', *WIDE).logs[0]
+        before, after = engine.context(
+            "shop", "access", hit.shard, hit.position, hit.index, back=5, forward=5
+        )
+        shard_logs = [
+            log for log in engine.query("shop", "access", "*", *WIDE).logs if log.shard == hit.shard
+        ]
+        order = [(log.position, log.index) for log in shard_logs]
+        at = order.index((hit.position, hit.index))
+        assert [(r.position, r.index) for r in before] == order[:at]
+        assert [(r.position, r.index) for r in after] == order[at + 1 :]
+
+
+class TestIndexLifecycle:
+    def test_config_errors(self, engine: Engine) -> None:
+        with pytest.raises(ServiceError) as exc:
+            engine.create_index("shop", "access", {"line": {"token": [" "]}})
+        assert exc.value.code is ErrorCode.INDEX_ALREADY_EXIST
+        for bad in ({"keys": {"n": {"type": "decimal"}}}, {"line": {"token": "x"}}, [1]):
+            with pytest.raises(ServiceError) as exc:
+                engine.update_index("shop", "access", bad)
+            assert exc.value.code is ErrorCode.INVALID_PARAMETER
+        engine.delete_index("shop", "access")
+        with pytest.raises(ServiceError) as exc:
+            engine.query("shop", "access", "*", *WIDE)
+        assert exc.value.code is ErrorCode.INDEX_CONFIG_NOT_EXIST
+
+    def test_index_created_later_takes_in_existing_data(self, engine: Engine) -> None:
+        engine.delete_index("shop", "access")
+        engine.put("shop", "access", prepared({"msg": "late"}, time=T0 + 9)).result()
+        engine.create_index("shop", "access", {"line": {"token": [" "]}})
+        assert len(matched(engine, "*")) == 6
+
+    def test_new_shards_after_a_split_are_indexed(self, engine: Engine) -> None:
+        engine.split_shard("shop", "access", 0, "4" + "0" * 31)
+        engine.put(
+            "shop", "access", prepared({"msg": "child"}, time=T0 + 9), hash_key="1" * 32
+        ).result()
+        assert matched(engine, "child") == ["child"]
+
+    def test_binary_values_are_indexed_not_fatal(self, engine: Engine) -> None:
+        from logharbor.engine.ingest import Limits, prepare_protobuf
+        from logharbor.protocol.codec import Compression
+        from logharbor.protocol.schema import RawLogGroup
+
+        group = RawLogGroup()
+        log = group.Logs.add(Time=T0 + 9)
+        log.Contents.add(Key="bin", Value=b"\xff\x00\xfe")
+        log.Contents.add(Key="msg", Value=b"after binary")
+        raw = group.SerializeToString()
+        engine.put(
+            "shop", "access", prepare_protobuf(raw, Compression.NONE, None, Limits())
+        ).result()
+        assert matched(engine, '"after binary"') == ["after binary"]
+
+
+def test_retention_drops_index_rows(tmp_path: Path) -> None:
+    now = [T0 * NANOS_PER_SECOND]
+    engine = Engine(
+        EngineConfig(
+            data_dir=tmp_path / "e", clock=lambda: now[0], segment_bytes=1, retention_interval=3600
+        )
+    )
+    try:
+        engine.create_project("shop")
+        engine.create_logstore("shop", "access", shard_count=1, ttl=1)
+        engine.create_index("shop", "access", {"line": {"token": [" "]}})
+        engine.put("shop", "access", prepared({"msg": "old"}, time=T0)).result()
+        assert engine.query("shop", "access", "*", *WIDE).matched == 1
+        now[0] += 2 * NANOS_PER_DAY
+        engine.put("shop", "access", prepared({"msg": "new"}, time=T0 + 1)).result()
+        engine.run_retention()
+        result = engine.query("shop", "access", "*", *WIDE)
+        assert [dict(log.contents)["msg"] for log in result.logs] == ["new"]
+    finally:
+        engine.close()

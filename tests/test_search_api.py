@@ -1,0 +1,202 @@
+"""Search, SQL, histograms and context over HTTP, and the query guards."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from harness import ServerProcess
+
+API = "/api/v1"
+
+
+def call(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    body: object = None,
+    params: tuple[tuple[str, str], ...] = (),
+) -> httpx.Response:
+    content = b"" if body is None else json.dumps(body).encode()
+    return server.request(method, path, content=content, params=params)
+
+
+def ok(response: httpx.Response) -> dict[str, object]:
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def error(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.json()["errorCode"] == code
+    return str(response.json()["errorMessage"])
+
+
+def seed(server: ServerProcess, project: str, count: int = 30) -> tuple[str, int]:
+    """The SLS acceptance seed data: 30 logs, a third with status 500."""
+    ok(call(server, "POST", f"{API}/projects", {"name": project}))
+    ok(call(server, "POST", f"{API}/projects/{project}/logstores", {"name": "ls", "shardCount": 2}))
+    path = f"{API}/projects/{project}/logstores/ls"
+    ok(
+        call(
+            server,
+            "POST",
+            path + "/index",
+            {
+                "line": {"token": [" "]},
+                "keys": {
+                    "status": {"type": "text", "token": [" "], "doc_value": True},
+                    "uri": {"type": "text", "token": [" ", "/"], "doc_value": True},
+                },
+            },
+        )
+    )
+    now = int(time.time())
+    logs = [
+        {
+            "time": now - 10 + (i % 10),
+            "contents": {
+                "status": "500" if i % 3 == 0 else "200",
+                "uri": f"/api/v{i % 2}",
+                "msg": f"req {i} done",
+            },
+        }
+        for i in range(count)
+    ]
+    response = server.request(
+        "POST",
+        path + "/logs",
+        content=json.dumps({"topic": "web", "source": "h1", "logs": logs}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    return path, now
+
+
+def test_search_sql_histogram_and_context(
+    server: ServerProcess, unique_name: Callable[[str], str]
+) -> None:
+    path, now = seed(server, unique_name("search"))
+    window = {"from": now - 60, "to": now + 60}
+    # searchable at once: a query waits for the index to take in acknowledged writes
+    found = ok(call(server, "POST", path + "/query", {**window, "query": "status: 500"}))
+    assert found["meta"]["complete"] is True  # type: ignore[index]
+    assert found["meta"]["matched"] == 10  # type: ignore[index]
+    assert all(dict(log["contents"])["status"] == "500" for log in found["logs"])  # type: ignore[union-attr]
+    assert (
+        ok(call(server, "POST", path + "/query", {**window, "query": '"req 7 done"'}))["meta"][
+            "matched"
+        ]
+        == 1
+    )  # type: ignore[index]
+    page = ok(call(server, "POST", path + "/query", {**window, "line": 5, "reverse": True}))
+    times = [log["timeNs"] for log in page["logs"]]  # type: ignore[union-attr]
+    assert len(times) == 5 and times == sorted(times, reverse=True)
+
+    sql = ok(
+        call(
+            server,
+            "POST",
+            path + "/query",
+            {
+                **window,
+                "query": "status: 200 | select uri, count(*) as n group by uri order by uri",
+            },
+        )
+    )
+    assert sql["meta"]["keys"] == ["uri", "n"]  # type: ignore[index]
+    assert sql["rows"] == [["/api/v0", 10], ["/api/v1", 10]]
+
+    histogram = ok(call(server, "POST", path + "/histogram", {**window, "query": "status: 500"}))
+    assert histogram["total"] == 10 and histogram["complete"] is True
+
+    hit = found["logs"][0]  # type: ignore[index]
+    context = ok(
+        server.request(
+            "GET",
+            path + "/context",
+            params=[
+                ("shard", str(hit["shardId"])),
+                ("cursor", hit["cursor"]),
+                ("index", str(hit["index"])),
+                ("back", "3"),
+                ("forward", "3"),
+            ],
+        )
+    )
+    assert len(context["before"]) + len(context["after"]) >= 3  # type: ignore[arg-type]
+
+    config = ok(call(server, "GET", path + "/index"))
+    assert set(config["config"]["keys"]) == {"status", "uri"}  # type: ignore[index]
+    assert all(s["behindLogGroups"] == 0 for s in config["lag"])  # type: ignore[union-attr]
+
+
+def test_query_errors(server: ServerProcess, unique_name: Callable[[str], str]) -> None:
+    path, now = seed(server, unique_name("qerr"))
+    window = {"from": now - 60, "to": now + 60}
+    message = error(
+        call(server, "POST", path + "/query", {**window, "query": "status: (500"}),
+        400,
+        "InvalidQuery",
+    )
+    assert "position" in message
+    assert "nope" in error(
+        call(server, "POST", path + "/query", {**window, "query": "* | select nope(uri)"}),
+        400,
+        "InvalidQuery",
+    )
+    error(call(server, "POST", path + "/query", {"query": "*"}), 400, "ParameterInvalid")
+    error(call(server, "POST", path + "/query", {"from": now, "to": now}), 400, "ParameterInvalid")
+    error(
+        call(server, "POST", path + "/index", {"line": {"token": [" "]}}), 400, "IndexAlreadyExist"
+    )
+    ok(call(server, "DELETE", path + "/index"))
+    error(call(server, "GET", path + "/index"), 404, "IndexConfigNotExist")
+    error(call(server, "POST", path + "/query", window), 404, "IndexConfigNotExist")
+
+
+def test_guards(server_factory: Callable[..., ServerProcess]) -> None:
+    guarded = server_factory(
+        env={
+            "LOGHARBOR_QUERY_TIMEOUT": "0.5",
+            "LOGHARBOR_QUERY_MAX_RANGE_DAYS": "1",
+            "LOGHARBOR_QUERY_MAX_CONCURRENCY": "1",
+        }
+    )
+    path, now = seed(guarded, "guards", count=400)
+    window = {"from": now - 60, "to": now + 60}
+    error(
+        call(guarded, "POST", path + "/query", {"from": now - 3 * 86400, "to": now}),
+        400,
+        "QueryExceedLimit",
+    )
+    slow = {**window, "query": "* | select count(*) from log a, log b, log c, log d"}
+    results: list[httpx.Response] = []
+    first = threading.Thread(
+        target=lambda: results.append(call(guarded, "POST", path + "/query", slow))
+    )
+    first.start()
+    time.sleep(0.1)
+    second = call(guarded, "POST", path + "/query", window)
+    first.join()
+    error(results[0], 408, "QueryTimeout")
+    # the second query waited for the slot (or got it after the first was stopped)
+    assert second.status_code in (200, 429), second.text
+    assert ok(call(guarded, "POST", path + "/query", window))["meta"]["matched"] == 400  # type: ignore[index]
+    assert httpx.get(guarded.endpoint + "/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("body", [b"{", b"[]", b'{"line": {"token": 5}}'])
+def test_bad_index_bodies(
+    server: ServerProcess, unique_name: Callable[[str], str], body: bytes
+) -> None:
+    project = unique_name("idx")
+    ok(call(server, "POST", f"{API}/projects", {"name": project}))
+    ok(call(server, "POST", f"{API}/projects/{project}/logstores", {"name": "ls"}))
+    response = server.request("POST", f"{API}/projects/{project}/logstores/ls/index", content=body)
+    assert response.status_code == 400, response.text
