@@ -68,6 +68,10 @@ def serve(
         int | None, typer.Option(help="Largest decompressed log group")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
+    inlong_port: Annotated[
+        int | None,
+        typer.Option(help="InLong DataProxy TCP port; 0 picks one, -1 off [LOGHARBOR_INLONG_PORT]"),
+    ] = None,
 ) -> None:
     """Run the server on its embedded storage."""
     from .server.runner import serve as run
@@ -79,6 +83,7 @@ def serve(
         "max_body_bytes": max_body_bytes,
         "max_raw_bytes": max_raw_bytes,
         "log_level": log_level,
+        "inlong_port": inlong_port,
         "auth": False if no_auth else None,
     }
     try:

@@ -48,6 +48,11 @@ def banner(server: Server, sock: socket.socket, out: TextIO) -> None:
             lines.append(f"  (created now; stored in {data_dir / KEYS_FILE}, mode 0600)")
         else:
             lines.append(f"  access key secret: in {data_dir / KEYS_FILE}")
+    if server.inlong is not None:
+        lines.append(
+            f"  InLong DataProxy listening on tcp://{shown_host}:{server.inlong.port}"
+            f" (discovery: http://{shown_host}:{port}/inlong/manager/openapi/dataproxy/getIpList)"
+        )
     print("\n".join(lines), file=out, flush=True)
 
 
@@ -67,5 +72,7 @@ def serve(config: ServerConfig, *, out: TextIO = sys.stdout) -> None:
             server_header=False,
         )
     )
+    if server.inlong is not None:
+        server.inlong.bind()
     banner(server, sock, out)
     uv.run(sockets=[sock])

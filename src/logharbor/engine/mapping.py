@@ -1,0 +1,188 @@
+"""How foreign data models map onto LogHarbor's, written down once.
+
+InLong (docs/inlong.md)
+-----------------------
+
+An InLong message is bytes plus the attributes of the batch that carried it.
+
+- group id → project: the group id with ``_`` and ``.`` turned into ``-``
+  (LogHarbor project names have neither); stream id → logstore, unchanged.
+  Either must then be a valid LogHarbor name, else the batch is refused.
+- one batch (one DataProxy frame or HTTP request) → one log group:
+  ``Source`` = the sender's IP address; ``LogTags`` = the batch attributes
+  in the order sent, except the transport-only ones (``TRANSPORT_ATTRIBUTES``)
+  and the ``__addcolN__`` columns.
+- each message → one log, timed by the batch's ``dt`` (milliseconds), or the
+  receive time when the batch has none.  Its contents, in order:
+  first the ``__addcolN__<name>=<value>`` attributes, as InLong applies them
+  (predefined leading columns, by ascending ``N``): key ``<name>`` (or
+  ``__addcolN__`` when the name is empty) with ``<value>``; then
+  ``CONTENT_KEY`` with the message bytes exactly as sent.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..protocol.codec import Compression, compress
+from ..protocol.errors import ErrorCode, ServiceError
+from .ingest import Limits, PreparedGroup
+from .names import check_name
+from .types import NANOS_PER_SECOND, Nanos
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+CONTENT_KEY = "__content__"
+# Attributes that steer the transport (compression, counts, ack matching) and
+# say nothing about the data: they are not kept as tags.
+TRANSPORT_ATTRIBUTES = frozenset(
+    {"cp", "cnt", "mid", "wid", "isAck", "syncSend", "proxySend", "errCode", "errMsg", "rtms"}
+)
+_ADDCOL = re.compile(r"__addcol(\d+)__?(.*)", re.DOTALL)
+_NANOS_PER_MS = 1_000_000
+_MAX_TIME_MS = (1 << 32) * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class InLongBatch:
+    """Messages of one InLong group and stream that arrived together."""
+
+    group_id: str
+    stream_id: str
+    messages: Sequence[bytes]
+    attributes: Sequence[tuple[str, str]] = ()  # as sent, in order
+    time_ms: int | None = None  # the batch's ``dt``; None: the receive time
+    source: str = ""  # the sender's address
+
+
+def inlong_project(group_id: str) -> str:
+    """The project of an InLong group, or INVALID_NAME."""
+    project = group_id.replace("_", "-").replace(".", "-")
+    try:
+        return check_name("project", project)
+    except ServiceError as exc:
+        raise ServiceError(
+            ErrorCode.INVALID_NAME, f"InLong group {group_id!r} has no project name: {exc.message}"
+        ) from None
+
+
+def inlong_names(group_id: str, stream_id: str) -> tuple[str, str]:
+    """The project and logstore of an InLong group and stream, or INVALID_NAME."""
+    project = inlong_project(group_id)
+    try:
+        return project, check_name("logstore", stream_id)
+    except ServiceError as exc:
+        raise ServiceError(
+            ErrorCode.INVALID_NAME,
+            f"InLong stream {stream_id!r} has no logstore name: {exc.message}",
+        ) from None
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+def _pair(key: bytes, value: bytes) -> bytes:
+    # Content / LogTag: Key = 1, Value = 2
+    return _field(0x0A, key) + _field(0x12, value)
+
+
+def addcol_contents(attributes: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ``__addcolN__<name>=<value>`` columns as (key, value), by ascending N."""
+    columns = []
+    for position, (key, value) in enumerate(attributes):
+        match = _ADDCOL.fullmatch(key)
+        if match:
+            number = int(match.group(1))
+            columns.append((number, position, match.group(2) or f"__addcol{number}__", value))
+    columns.sort()
+    return [(name, value) for _, _, name, value in columns]
+
+
+def inlong_log_group(batch: InLongBatch, limits: Limits, *, now: Nanos) -> PreparedGroup:
+    """The log group of a batch, ready for ``Engine.put``; refused if over the limits.
+
+    The protobuf is written directly: every log of a batch shares its time and
+    columns, so only the message bytes differ from one log to the next.
+    """
+    if not batch.messages:
+        raise ServiceError(ErrorCode.INVALID_LOG_GROUP, "the batch has no messages")
+    time_ns = now if batch.time_ms is None else batch.time_ms * _NANOS_PER_MS
+    if batch.time_ms is not None and not 0 <= batch.time_ms < _MAX_TIME_MS:
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, f"dt {batch.time_ms} is out of range")
+    seconds, nanos = divmod(time_ns, NANOS_PER_SECOND)
+    head = b"\x08" + _varint(seconds)  # Log.Time = 1
+    for key, value in addcol_contents(batch.attributes):
+        head += _field(0x12, _pair(key.encode(), value.encode()))  # Log.Contents = 2
+    content_key = _field(0x0A, CONTENT_KEY.encode())
+    tail = b"\x25" + struct.pack("<I", nanos)  # Log.Time_ns = 4, fixed32
+    parts = []
+    for message in batch.messages:
+        content = content_key + _field(0x12, message)
+        log = head + _field(0x12, content) + tail
+        parts.append(_field(0x0A, log))  # LogGroup.Logs = 1
+    if batch.source:
+        parts.append(_field(0x22, batch.source.encode()))  # LogGroup.Source = 4
+    for key, value in batch.attributes:
+        if key not in TRANSPORT_ATTRIBUTES and not _ADDCOL.fullmatch(key):
+            parts.append(_field(0x32, _pair(key.encode(), value.encode())))  # LogTags = 6
+    raw = b"".join(parts)
+    if len(raw) > limits.max_raw_bytes:
+        raise ServiceError(
+            ErrorCode.RAW_SIZE_TOO_LARGE,
+            f"batch of {len(raw)} bytes exceeds the limit of {limits.max_raw_bytes}",
+        )
+    return PreparedGroup(
+        compress(raw, Compression.LZ4), Compression.LZ4, len(raw), len(batch.messages)
+    )
+
+
+def open_inlong_stream(
+    engine: Engine, group_id: str, stream_id: str, *, auto_create: bool
+) -> tuple[str, str]:
+    """The project and logstore an InLong group and stream write to.
+
+    When they do not exist: created (with the engine's defaults) if
+    ``auto_create``, else a clear not-found error.  Blocking: call it off the
+    event loop when it may create.
+    """
+    project, logstore = inlong_names(group_id, stream_id)
+    try:
+        engine.require_logstore(project, logstore)
+        return project, logstore
+    except ServiceError as exc:
+        if exc.code not in (ErrorCode.PROJECT_NOT_EXIST, ErrorCode.LOGSTORE_NOT_EXIST):
+            raise
+        if not auto_create:
+            raise ServiceError(
+                exc.code,
+                f"no logstore {project}/{logstore} for InLong stream {stream_id!r} of group "
+                f"{group_id!r}; create it, or set inlong_auto_create",
+            ) from None
+    for create in (
+        lambda: engine.create_project(project, f"InLong group {group_id}"),
+        lambda: engine.create_logstore(project, logstore),
+    ):
+        try:
+            create()
+        except ServiceError as exc:  # created meanwhile by another writer
+            if exc.code not in (
+                ErrorCode.PROJECT_ALREADY_EXIST,
+                ErrorCode.LOGSTORE_ALREADY_EXIST,
+            ):
+                raise
+    return project, logstore

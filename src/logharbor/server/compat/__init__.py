@@ -1,0 +1,1 @@
+"""Facades that speak other services' protocols over the same engine."""
