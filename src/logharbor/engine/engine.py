@@ -34,7 +34,7 @@ from .consumer import (
     shard_views,
 )
 from .index.config import IndexConfig, parse_index_config
-from .index.indexer import IndexedLogstore, Indexer
+from .index.indexer import IndexedLogstore, Indexer, decode_frames_ipc
 from .index.query import Bucket, LogRow, QueryLimits, QueryResult, QueryRunner
 from .index.store import IndexStore
 from .ingest import IngestPool, Limits, PreparedGroup
@@ -102,6 +102,7 @@ class Engine:
         self.clock = config.clock
         self.limits = config.limits
         self.ingest = IngestPool(config.ingest_workers)
+        self.ingest.warm()
         self.consumers = Coordinator(self.clock)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._shards_dir = config.data_dir / "shards"
@@ -114,7 +115,10 @@ class Engine:
         for uid in self.catalog.index_configs():
             self._open_index(uid)
         self.queries = QueryRunner(config.query_limits)
-        self.indexer = Indexer(self._index_targets)
+        self.indexer = Indexer(
+            self._index_targets,
+            lambda frames, shard: self.ingest.submit(decode_frames_ipc, frames, shard),
+        )
         self.commit = CommitLog(
             clock=self.clock,
             max_pending_bytes=config.max_pending_bytes,

@@ -13,11 +13,11 @@ import json
 import multiprocessing
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -26,6 +26,7 @@ from ..protocol.errors import ErrorCode, ServiceError
 from ..protocol.schema import LogGroup, RawLogGroup
 
 NANOS = 1_000_000_000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,10 @@ def _prepare_in_worker(
     return True, payload, group.raw_size, group.log_count
 
 
+def _ready() -> bool:
+    return True
+
+
 class IngestPool:
     """Validates large protobuf bodies in worker processes, so that parsing (which
     holds the GIL) uses the other cores while the server process serves HTTP.
@@ -189,6 +194,9 @@ class IngestPool:
     hand-off costs more than it saves.  The pool's queue is bounded by the
     server's own request concurrency; a worker that dies is replaced and the
     request is validated in the caller instead.
+
+    Workers start in the background (``warm``); until they are up, work runs in
+    the caller, so a cold pool never adds latency.
     """
 
     def __init__(self, workers: int, *, inline_below: int = 64 << 10) -> None:
@@ -196,6 +204,23 @@ class IngestPool:
         self.inline_below = inline_below
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._ready = threading.Event()
+
+    def warm(self) -> None:
+        """Start the worker processes now; ``ready`` once they have answered."""
+        if self.workers <= 0:
+            return
+
+        def answered(future: Future[bool]) -> None:
+            if future.exception() is None:
+                self._ready.set()
+
+        for _ in range(self.workers):
+            self._executor().submit(_ready).add_done_callback(answered)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -210,6 +235,8 @@ class IngestPool:
     ) -> PreparedGroup:
         if self.workers <= 0 or len(body) < self.inline_below:
             return prepare_protobuf(body, compression, raw_size, limits)
+        if not self.ready:
+            return await asyncio.to_thread(prepare_protobuf, body, compression, raw_size, limits)
         if len(body) > limits.max_body_bytes:
             raise ServiceError(
                 ErrorCode.BODY_TOO_LARGE,
@@ -235,6 +262,23 @@ class IngestPool:
         if first is None:
             return PreparedGroup(body, compression, second, third)
         return PreparedGroup(first, Compression.LZ4, second, third)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``fn(*args)`` in a worker process (inline when the pool has no workers;
+        in a thread if a worker died)."""
+        if self.workers <= 0 or not self.ready:
+            done: Future[T] = Future()
+            try:
+                done.set_result(fn(*args))
+            except BaseException as exc:
+                done.set_exception(exc)
+            return done
+        try:
+            return self._executor().submit(fn, *args)
+        except BrokenProcessPool:
+            with self._lock:
+                self._pool = None
+            return self._executor().submit(fn, *args)
 
     def close(self) -> None:
         with self._lock:

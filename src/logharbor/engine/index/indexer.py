@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +114,22 @@ def _map(offsets: list[int], keys: list[str], values: list[str]) -> pa.MapArray:
     )
 
 
+def decode_frames_ipc(frames: bytes, shard: ShardId) -> bytes:
+    """``decode_frames`` for a worker process: the table as Arrow IPC stream bytes."""
+    table = decode_frames(frames, shard)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def read_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(data).read_all()
+
+
+Decode = Callable[[bytes, ShardId], "Future[bytes]"]
+
+
 @dataclass(eq=False)
 class IndexedLogstore:
     """An index store and the shard logs it follows."""
@@ -125,11 +142,14 @@ class Indexer:
     def __init__(
         self,
         targets: Callable[[], Iterator[IndexedLogstore]],
+        decode: Decode,
         *,
         batch_bytes: int = 8 << 20,
         idle_interval: float = 0.1,
     ) -> None:
         self._targets = targets
+        self._decode = decode
+        self._decode = decode
         self.batch_bytes = batch_bytes
         self.idle_interval = idle_interval
         self._stop = threading.Event()
@@ -172,8 +192,10 @@ class Indexer:
         return busy
 
     def _index(self, target: IndexedLogstore) -> bool:
+        """Decode one batch of every shard with new data (in parallel, in the worker
+        processes), then append them."""
         progress = target.store.progress()
-        busy = False
+        pending: list[tuple[ShardId, Position, Future[bytes]]] = []
         for shard_id, shard in target.shards().items():
             done = progress.get(shard_id, 0)
             begin = shard.begin
@@ -185,11 +207,10 @@ class Indexer:
                     target.store.append(ARROW_SCHEMA.empty_table(), shard_id, done)
                 continue
             result = shard.read(done, count=1000, max_bytes=self.batch_bytes)
-            target.store.append(
-                decode_frames(result.frames, shard_id), shard_id, result.next_position
-            )
-            busy = True
-        return busy
+            pending.append((shard_id, result.next_position, self._decode(result.frames, shard_id)))
+        for shard_id, upto, decoded in pending:
+            target.store.append(read_ipc(decoded.result()), shard_id, upto)
+        return bool(pending)
 
     @staticmethod
     def lag(target: IndexedLogstore) -> dict[ShardId, Position]:

@@ -1,0 +1,238 @@
+"""Search and analysis benchmark over a reproducible access-log corpus.
+
+The corpus: --logs access logs (~300 B each, 9 fields) spread over one day, from a
+seeded generator; the token ``zebra42`` appears in 0.001% of them.  It is written
+through the API as lz4 log groups of 4096 logs by 4 connections, then:
+
+- ingest until searchable: logs/s from the first write until the index has every log;
+- queries (medians of --runs): the rare token, ``status: 500`` counted, a 1-minute
+  histogram of the day, and an SQL top-10 of paths over all logs;
+- disk: shard logs plus index, against the raw size;
+- the same queries directly in DuckDB over a flat table of the same data (one typed
+  column per field), and our time as a ratio to that.
+
+    python bench/search.py [--logs 10000000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import statistics
+import time
+
+import duckdb
+import lz4.block
+
+from _common import RawHttpConnection, create_logstore, start_server
+from logharbor.protocol.schema import LogGroup
+
+DAY = 86_400
+START = 1_800_000_000 - 1_800_000_000 % DAY
+RARE = "zebra42"
+GROUP = 4096
+PATHS = [
+    f"/api/v{v}/{r}"
+    for v in (1, 2)
+    for r in (
+        "orders",
+        "users",
+        "cart",
+        "search",
+        "items",
+        "login",
+        "logout",
+        "payments",
+        "reviews",
+        "shipping",
+    )
+] + ["/health", "/metrics", "/static/app.js", "/static/app.css", "/favicon.ico"]
+AGENTS = [
+    "Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0",
+    "curl/8.4.0",
+    "python-httpx/0.28.1",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) Safari/604.1",
+    "Go-http/1.1",
+]
+
+
+def generate(total: int, seed: int = 7) -> list[tuple[bytes, int]]:
+    """Log groups as (lz4 body, raw size), in time order over one day."""
+    rng = random.Random(seed)
+    rare_every = 100_000
+    groups = []
+    for first in range(0, total, GROUP):
+        group = LogGroup(Topic="nginx", Source=f"10.0.0.{first // GROUP % 8}")
+        group.LogTags.add(Key="host", Value=f"web-{first // GROUP % 8}")
+        for n in range(first, min(first + GROUP, total)):
+            t = START + n * DAY // total
+            log = group.Logs.add(Time=t, Time_ns=rng.randrange(10**9))
+            status = rng.choices(("200", "201", "304", "404", "500"), (80, 5, 8, 5, 2))[0]
+            message = f"{rng.choice(('served', 'cached', 'proxied'))} in {rng.randrange(900)}ms"
+            if n % rare_every == rare_every // 2:
+                message += f" {RARE}"
+            for key, value in (
+                ("method", rng.choices(("GET", "POST", "PUT", "DELETE"), (70, 20, 7, 3))[0]),
+                ("path", rng.choice(PATHS)),
+                ("status", status),
+                ("latency", str(int(rng.expovariate(1 / 80)))),
+                ("bytes", str(rng.randrange(200, 60000))),
+                (
+                    "client",
+                    f"172.{rng.randrange(16, 32)}.{rng.randrange(256)}.{rng.randrange(256)}",
+                ),
+                ("agent", rng.choice(AGENTS)),
+                ("request_id", f"{rng.getrandbits(64):016x}"),
+                ("message", message),
+            ):
+                log.Contents.add(Key=key, Value=value)
+        raw = group.SerializeToString()
+        groups.append((lz4.block.compress(raw, store_size=False), len(raw)))
+    return groups
+
+
+async def ingest(endpoint: str, path: str, groups: list[tuple[bytes, int]]) -> None:
+    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
+
+    async def writer(index: int) -> None:
+        connection = RawHttpConnection(host, int(port))
+        await connection.connect()
+        for body, raw in groups[index::4]:
+            status, _, answer = await connection.request(
+                "POST",
+                path + "/logs",
+                body,
+                {
+                    "content-type": "application/x-protobuf",
+                    "x-lh-compress-type": "lz4",
+                    "x-lh-raw-size": str(raw),
+                },
+            )
+            assert status == 200, answer
+        connection.close()
+
+    await asyncio.gather(*(writer(i) for i in range(4)))
+
+
+def lag(server: object, path: str) -> int:
+    response = server.request("GET", path + "/index")  # type: ignore[attr-defined]
+    return sum(s["behindLogGroups"] for s in response.json()["lag"])
+
+
+def timed(runs: int, fn: object) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--logs", type=int, default=10_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    groups = generate(args.logs)
+    raw_total = sum(raw for _, raw in groups)
+    print(
+        f"corpus: {args.logs:,} logs, {raw_total / 1e6:.0f} MB raw "
+        f"({raw_total / args.logs:.0f} B/log), generated in {time.perf_counter() - started:.0f} s"
+    )
+    server = start_server()
+    try:
+        path = create_logstore(server, 2)
+        server.request(
+            "POST",
+            path + "/index",
+            content=json.dumps(
+                {
+                    "line": {"token": list(" ,;=()[]{}?@&<>/:\t\r\n\"'")},
+                    "keys": {
+                        "status": {"type": "text", "doc_value": True},
+                        "path": {"type": "text", "doc_value": True},
+                        "latency": {"type": "long", "doc_value": True},
+                    },
+                }
+            ).encode(),
+        )
+        started = time.perf_counter()
+        asyncio.run(ingest(server.endpoint, path, groups))
+        written = time.perf_counter() - started
+        while lag(server, path):
+            time.sleep(0.05)
+        searchable = time.perf_counter() - started
+        print(
+            f"ingest: written in {written:.1f} s ({args.logs / written:,.0f} logs/s); "
+            f"searchable after {searchable:.1f} s: {args.logs / searchable:,.0f} logs/s"
+        )
+
+        window = {"from": START, "to": START + DAY}
+
+        def query(body: dict[str, object], route: str = "/query") -> dict[str, object]:
+            response = server.request(
+                "POST", path + route, content=json.dumps({**window, **body}).encode()
+            )
+            assert response.status_code == 200, response.text
+            return response.json()  # type: ignore[no-any-return]
+
+        ours = {
+            "rare token": lambda: query({"query": RARE})["meta"]["matched"],  # type: ignore[index]
+            "status: 500 count": lambda: query({"query": "status: 500 | select count(*) as c"})[
+                "rows"
+            ][0][0],  # type: ignore[index]
+            "1-minute histogram of the day": lambda: query(
+                {"query": "*", "interval": 60}, "/histogram"
+            )["total"],
+            "SQL top-10 paths": lambda: query(
+                {"query": "* | select path, count(*) as c group by path order by c desc limit 10"}
+            )["rows"][0],  # type: ignore[index]
+        }
+        our_times = {}
+        for name, fn in ours.items():
+            our_times[name], result = timed(args.runs, fn)
+            print(f"  {name}: {our_times[name] * 1e3:.0f} ms (median of {args.runs}) -> {result}")
+        data_dir = server.data_dir
+    finally:
+        server.stop()
+    disk = sum(
+        p.stat().st_size
+        for p in data_dir.rglob("*")
+        if p.is_file() and ("shards" in p.parts or "index" in p.parts)
+    )
+    print(f"disk: {disk / 1e6:.0f} MB for {raw_total / 1e6:.0f} MB raw = 1/{raw_total / disk:.1f}")
+
+    (index_file,) = (data_dir / "index").glob("*.duckdb")
+    flat = duckdb.connect()
+    flat.execute(f"ATTACH '{index_file}' AS ours (READ_ONLY)")
+    flat.execute(
+        "CREATE TABLE flat AS SELECT t, contents['method'] AS method, contents['path'] AS path,"
+        " contents['status'] AS status, TRY_CAST(contents['latency'] AS BIGINT) AS latency,"
+        " contents['message'] AS message, line FROM ours.logs"
+    )
+    day_ns = (START * 10**9, (START + DAY) * 10**9)
+    direct = {
+        "rare token": f"SELECT count(*) FROM flat WHERE contains(line, '{RARE}')",
+        "status: 500 count": "SELECT count(*) FROM flat WHERE status = '500'",
+        "1-minute histogram of the day": (
+            f"SELECT (t - {day_ns[0]}) // 60000000000 AS b, count(*) FROM flat "
+            f"WHERE t >= {day_ns[0]} AND t < {day_ns[1]} GROUP BY b"
+        ),
+        "SQL top-10 paths": (
+            "SELECT path, count(*) c FROM flat GROUP BY path ORDER BY c DESC LIMIT 10"
+        ),
+    }
+    print("the same queries directly in DuckDB (flat typed table, in memory):")
+    for name, sql in direct.items():
+        seconds, _ = timed(args.runs, lambda sql=sql: flat.execute(sql).fetchall())
+        print(f"  {name}: {seconds * 1e3:.0f} ms; ours/direct = {our_times[name] / seconds:.1f}x")
+    flat.close()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
