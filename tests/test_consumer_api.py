@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import httpx
 import pytest
+
 from groups import log_group_bytes
 from harness import ServerProcess
-
 from logharbor.protocol.codec import encode_cursor
 
 API = "/api/v1"
@@ -126,3 +127,25 @@ def test_project_level_group(server: ServerProcess, logstore: str) -> None:
     ]
     bad = call(server, "POST", groups + "/all/heartbeat", {"consumer": "c", "shards": [0]})
     assert (bad.status_code, bad.json()["errorCode"]) == (400, "ParameterInvalid")
+
+
+def test_leave_and_readonly_long_poll(server: ServerProcess, logstore: str) -> None:
+    groups = logstore + "/consumergroups"
+    ok(call(server, "POST", groups, {"name": "cg", "timeout": 60}))
+    ok(call(server, "POST", groups + "/cg/heartbeat", {"consumer": "a", "shards": []}))
+    assert (
+        ok(call(server, "POST", groups + "/cg/heartbeat", {"consumer": "a", "leave": True}))[
+            "shards"
+        ]
+        == []
+    )
+    assert ok(call(server, "POST", groups + "/cg/heartbeat", {"consumer": "b", "shards": []}))[
+        "shards"
+    ] == [0, 1]
+    ok(call(server, "POST", logstore + "/shards/0/split", {"splitKey": "4" + "0" * 31}))
+    started = time.monotonic()
+    response = server.request(
+        "GET", logstore + "/shards/0/logs", params=[("cursor", encode_cursor(0)), ("wait", "10000")]
+    )
+    assert response.status_code == 200 and response.headers["x-lh-shard-status"] == "readonly"
+    assert time.monotonic() - started < 5  # nothing can arrive: no need to wait

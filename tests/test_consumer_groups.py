@@ -242,3 +242,31 @@ def test_restart_keeps_checkpoints_and_does_not_double_assign(tmp_path: Path, cl
         assert beat(engine, "a", held["a"]) == [0, 1, 2, 3]
     finally:
         engine.close()
+
+
+class TestLettingGo:
+    def test_a_shard_left_out_of_a_heartbeat_is_free(self, engine: Engine) -> None:
+        store(engine, 2)
+        engine.create_consumer_group("proj", "cg", logstore="ls", timeout=10)
+        held = settle(engine, ["a", "b"])
+        assert held == {"a": [0], "b": [1]}
+        assert beat(engine, "a", []) == [0]  # let go, and (still under quota) taken again
+        assert beat(engine, "b", [1]) == [1]
+
+    def test_leave_frees_shards_at_once(self, engine: Engine) -> None:
+        store(engine, 4)
+        engine.create_consumer_group("proj", "cg", logstore="ls", timeout=60)
+        held = settle(engine, ["a", "b"])
+        engine.leave_group("proj", "cg", "a", logstore="ls")
+        assert beat(engine, "b", held["b"]) == [0, 1, 2, 3]  # no 60 s wait
+
+    def test_the_owner_of_a_releasing_shard_may_still_checkpoint(self, engine: Engine) -> None:
+        store(engine, 2)
+        engine.create_consumer_group("proj", "cg", logstore="ls", timeout=10)
+        assert beat(engine, "a", []) == [0, 1]
+        beat(engine, "b", [])  # a must now give up one shard...
+        assert beat(engine, "a", [0, 1]) == [0]  # ...shard 1, which it still holds
+        engine.update_checkpoint("proj", "cg", ("ls", 1), 0, "a", logstore="ls")
+        engine.group_fetch("proj", "cg", "a", ("ls", 1), 0, logstore="ls")
+        with pytest.raises(ServiceError):
+            engine.update_checkpoint("proj", "cg", ("ls", 1), 0, "b", logstore="ls")

@@ -22,6 +22,8 @@ Assignment (checked on every heartbeat, at the engine clock's time):
    longer own are refused.  An expired member releases everything.
 5. A member under its quota takes free eligible shards that no other live member
    still reports holding.  Shards move only when needed.
+6. A reporting member that leaves a shard out of its heartbeat has let go of it.
+   A member that stops calls ``leave``: its shards are free at once.
 
 After the coordinator starts (a server restart), nobody's holdings are known:
 for one group timeout, members keep only the shards they report and free shards
@@ -136,6 +138,12 @@ class Coordinator:
                     and (reported is None or ref not in reported)
                 ):
                     self._free(state, ref)
+            if reported is not None:
+                # every shard it owns was in an earlier answer: one it no longer
+                # reports, it has let go of
+                for ref in [r for r, o in state.owner.items() if o == consumer]:
+                    if ref not in reported and ref not in state.releasing:
+                        self._free(state, ref)
             live = sorted(state.members)
             quota = _quotas(live, len(eligible))
             for name in live:
@@ -183,12 +191,21 @@ class Coordinator:
         state.releasing.pop(ref, None)
 
     def owns(self, group: ConsumerGroupInfo, consumer: str, ref: ShardRef) -> bool:
-        """Whether ``consumer`` is the live, non-releasing owner of ``ref``."""
+        """Whether ``consumer`` is the live owner of ``ref`` (while it is releasing a
+        shard it still owns it: it may fetch and save its checkpoint until it lets go)."""
         now = self._clock()
         with self._lock:
             state = self._state((group.project, group.scope, group.name))
             self._expire(state, group, now)
-            return state.owner.get(ref) == consumer and ref not in state.releasing
+            return state.owner.get(ref) == consumer
+
+    def leave(self, group: ConsumerGroupInfo, consumer: str) -> None:
+        """A member stops: its shards are free at once (it saved its checkpoints)."""
+        with self._lock:
+            state = self._state((group.project, group.scope, group.name))
+            state.members.pop(consumer, None)
+            for ref in [r for r, o in state.owner.items() if o == consumer]:
+                self._free(state, ref)
 
     def record_fetch(
         self, group: ConsumerGroupInfo, consumer: str, shard: ShardView, position: Position

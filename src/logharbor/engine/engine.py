@@ -787,6 +787,13 @@ class Engine:
             group, consumer, held, self._group_shards(group), checkpoints
         )
 
+    def leave_group(
+        self, project: str, name: str, consumer: str, *, logstore: str | None = None
+    ) -> None:
+        """``consumer`` stops, having saved its checkpoints: its shards move at once."""
+        group = self.get_consumer_group(project, name, logstore=logstore)
+        self.consumers.leave(group, consumer)
+
     def _group_shard(self, group: ConsumerGroupInfo, ref: ShardRef) -> ShardView:
         if ref[0] not in group.logstores:
             raise ServiceError(

@@ -105,6 +105,11 @@ class GroupsAPI:
     async def heartbeat(self, call: Call) -> Response:
         body = call.json()
         consumer = json_field(body, "consumer", str, "")
+        if json_field(body, "leave", bool, False):
+            self.engine.leave_group(
+                call.path("project"), call.path("group"), consumer, logstore=self._scope(call)
+            )
+            return JSONResponse({"shards": []})
         held = json_field(body, "shards", list)
         refs = None if held is None else [self._ref(call, s) for s in held]
         shards = await run_in_threadpool(

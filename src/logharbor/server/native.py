@@ -19,6 +19,7 @@ from ..engine.types import (
     ProjectInfo,
     PullResult,
     ShardInfo,
+    ShardStatus,
 )
 from ..protocol.codec import Compression, decode_cursor, encode_cursor, iter_frames
 from ..protocol.errors import ErrorCode, ServiceError
@@ -433,7 +434,13 @@ class NativeAPI:
             )
 
         result = await run_in_threadpool(pull)
-        if result.group_count == 0 and wait_ms and (stop is None or result.next_position < stop):
+        finished = self.engine.shard_status(project, logstore, shard) is ShardStatus.READONLY
+        if (
+            result.group_count == 0
+            and wait_ms
+            and not finished  # a readonly shard read to its end gets nothing more
+            and (stop is None or result.next_position < stop)
+        ):
             await self._wait_for_data(project, logstore, shard, result.next_position, wait_ms)
             result = await run_in_threadpool(pull)
         status = self.engine.shard_status(project, logstore, shard)
