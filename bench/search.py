@@ -209,11 +209,15 @@ def main() -> None:
     (index_file,) = (data_dir / "index").glob("*.duckdb")
     flat = duckdb.connect()
     flat.execute(f"ATTACH '{index_file}' AS ours (READ_ONLY)")
-    flat.execute(
-        "CREATE TABLE flat AS SELECT t, contents['method'] AS method, contents['path'] AS path,"
-        " contents['status'] AS status, TRY_CAST(contents['latency'] AS BIGINT) AS latency,"
-        " contents['message'] AS message, line FROM ours.logs"
+    columns = dict(flat.execute("SELECT name, col FROM ours.fields").fetchall())
+    typed = ", ".join(
+        f'TRY_CAST("{col}" AS BIGINT) AS "{name}"' if name == "latency" else f'"{col}" AS "{name}"'
+        for name, col in columns.items()
     )
+    flat.execute(f"CREATE TABLE flat AS SELECT t, {typed} FROM ours.logs")
+    everything = " || chr(10) || ".join(f"coalesce(\"{name}\", '')" for name in columns)
+    flat.execute("ALTER TABLE flat ADD COLUMN line VARCHAR")
+    flat.execute(f"UPDATE flat SET line = {everything}")
     day_ns = (START * 10**9, (START + DAY) * 10**9)
     direct = {
         "rare token": f"SELECT count(*) FROM flat WHERE contains(line, '{RARE}')",

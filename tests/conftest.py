@@ -57,6 +57,8 @@ def unique_name() -> Callable[[str], str]:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = Engine(EngineConfig(data_dir=tmp_path / "engine", retention_interval=3600))
+    eng = Engine(
+        EngineConfig(ingest_workers=0, data_dir=tmp_path / "engine", retention_interval=3600)
+    )
     yield eng
     eng.close()

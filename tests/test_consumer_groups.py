@@ -33,7 +33,9 @@ def clock() -> Clock:
 
 
 def open_engine(path: Path, clock: Clock) -> Engine:
-    return Engine(EngineConfig(data_dir=path, clock=clock, retention_interval=3600))
+    return Engine(
+        EngineConfig(ingest_workers=0, data_dir=path, clock=clock, retention_interval=3600)
+    )
 
 
 @pytest.fixture

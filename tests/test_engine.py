@@ -115,7 +115,9 @@ class TestWriteAndRead:
 
     def test_cursor_by_receive_time(self, tmp_path: Path) -> None:
         now = [1_800_000_000 * NANOS_PER_SECOND]
-        engine = Engine(EngineConfig(data_dir=tmp_path / "e", clock=lambda: now[0]))
+        engine = Engine(
+            EngineConfig(ingest_workers=0, data_dir=tmp_path / "e", clock=lambda: now[0])
+        )
         try:
             engine.create_project("pr1")
             engine.create_logstore("pr1", "ls", shard_count=1)
@@ -188,7 +190,7 @@ class TestSplitAndMerge:
             store.merge_shard("pr1", "ls", 2)  # nothing after it
 
     def test_split_survives_restart(self, tmp_path: Path) -> None:
-        config = EngineConfig(data_dir=tmp_path / "e")
+        config = EngineConfig(ingest_workers=0, data_dir=tmp_path / "e")
         engine = Engine(config)
         engine.create_project("pr1")
         engine.create_logstore("pr1", "ls", shard_count=1)
@@ -213,7 +215,7 @@ class TestRecovery:
         return segment
 
     def test_torn_tail_is_cut_and_earlier_groups_survive(self, tmp_path: Path) -> None:
-        config = EngineConfig(data_dir=tmp_path / "e")
+        config = EngineConfig(ingest_workers=0, data_dir=tmp_path / "e")
         engine = Engine(config)
         engine.create_project("pr1")
         engine.create_logstore("pr1", "ls", shard_count=1)
@@ -232,7 +234,7 @@ class TestRecovery:
             engine.close()
 
     def test_corrupt_last_record_is_dropped(self, tmp_path: Path) -> None:
-        config = EngineConfig(data_dir=tmp_path / "e")
+        config = EngineConfig(ingest_workers=0, data_dir=tmp_path / "e")
         engine = Engine(config)
         engine.create_project("pr1")
         engine.create_logstore("pr1", "ls", shard_count=1)
@@ -257,6 +259,7 @@ class TestRetention:
     def test_ttl_drops_old_segments_and_cursors_clamp(self, tmp_path: Path) -> None:
         now = [1_800_000_000 * NANOS_PER_SECOND]
         config = EngineConfig(
+            ingest_workers=0,
             data_dir=tmp_path / "e",
             clock=lambda: now[0],
             segment_bytes=1,
@@ -288,7 +291,9 @@ class TestRetention:
             engine.close()
 
     def test_retention_does_not_block_writes(self, tmp_path: Path) -> None:
-        engine = Engine(EngineConfig(data_dir=tmp_path / "e", retention_interval=0.01))
+        engine = Engine(
+            EngineConfig(ingest_workers=0, data_dir=tmp_path / "e", retention_interval=0.01)
+        )
         try:
             engine.create_project("pr1")
             engine.create_logstore("pr1", "ls", shard_count=1)
@@ -300,7 +305,11 @@ class TestRetention:
 
 
 def test_write_queue_is_bounded(tmp_path: Path) -> None:
-    engine = Engine(EngineConfig(data_dir=tmp_path / "e", max_pending_bytes=1, submit_timeout=0.0))
+    engine = Engine(
+        EngineConfig(
+            ingest_workers=0, data_dir=tmp_path / "e", max_pending_bytes=1, submit_timeout=0.0
+        )
+    )
     try:
         engine.create_project("pr1")
         engine.create_logstore("pr1", "ls", shard_count=1)
@@ -330,6 +339,7 @@ class TestAutoSplit:
     def _engine(self, tmp_path: Path, now: list[int]) -> Engine:
         return Engine(
             EngineConfig(
+                ingest_workers=0,
                 data_dir=tmp_path / "e",
                 clock=lambda: now[0],
                 retention_interval=3600,

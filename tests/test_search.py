@@ -51,7 +51,7 @@ ACCESS_LOGS = [
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = Engine(EngineConfig(data_dir=tmp_path / "e", retention_interval=3600))
+    eng = Engine(EngineConfig(ingest_workers=0, data_dir=tmp_path / "e", retention_interval=3600))
     eng.create_project("shop")
     eng.create_logstore("shop", "access", shard_count=2)
     eng.create_index(
@@ -296,7 +296,11 @@ def test_retention_drops_index_rows(tmp_path: Path) -> None:
     now = [T0 * NANOS_PER_SECOND]
     engine = Engine(
         EngineConfig(
-            data_dir=tmp_path / "e", clock=lambda: now[0], segment_bytes=1, retention_interval=3600
+            ingest_workers=0,
+            data_dir=tmp_path / "e",
+            clock=lambda: now[0],
+            segment_bytes=1,
+            retention_interval=3600,
         )
     )
     try:

@@ -25,13 +25,14 @@ from ...protocol.codec import iter_frames
 from ...protocol.schema import LogGroup
 from ..shardlog import ShardLog
 from ..types import NANOS_PER_SECOND, Position, ShardId
-from .store import ARROW_SCHEMA, IndexStore
+from .store import BASE_SCHEMA, FIELD_PREFIX, IndexStore
 
 log = logging.getLogger(__name__)
 
 
 def decode_frames(frames: bytes, shard: ShardId) -> pa.Table:
-    """Decode stored frames into rows of the ``logs`` table."""
+    """Decode stored frames into index rows: the base columns, then one ``c:<field>``
+    column per field name seen (NULL where a log lacks the field)."""
     times: list[int] = []
     positions: list[int] = []
     indexes: list[int] = []
@@ -40,62 +41,70 @@ def decode_frames(frames: bytes, shard: ShardId) -> pa.Table:
     tag_offsets = [0]
     tag_keys: list[str] = []
     tag_values: list[str] = []
-    offsets = [0]
-    keys: list[str] = []
-    values: list[str] = []
-    lines: list[str] = []
+    fields: dict[str, list[str | None]] = {}
+    row = 0
     for frame in iter_frames(frames, verify=False):
         group = LogGroup.FromString(frame.raw())
         group_tags = _unique([(t.Key, t.Value) for t in group.LogTags])
-        topic, source = group.Topic, group.Source
-        try:
-            rows = _rows(group, lambda value: value)
-        except TypeError:  # a value that is not UTF-8 arrives as bytes
-            rows = _rows(group, _text)
-        for number, (time_ns, pairs, line) in enumerate(rows):
-            lines.append(line)
-            keys.extend([k for k, _ in pairs])
-            values.extend([v for _, v in pairs])
-            offsets.append(len(keys))
+        rows = _rows(group)
+        for number, (time_ns, pairs) in enumerate(rows):
+            for key, value in pairs:
+                column = fields.get(key)
+                if column is None:
+                    column = fields[key] = [None] * row
+                elif len(column) > row:
+                    continue  # a repeated field name: the first value stays
+                elif len(column) < row:
+                    column.extend([None] * (row - len(column)))
+                column.append(value)
             times.append(time_ns)
             tag_keys.extend([k for k, _ in group_tags])
             tag_values.extend([v for _, v in group_tags])
             tag_offsets.append(len(tag_keys))
             indexes.append(number)
-        count = len(group.Logs)
+            row += 1
+        count = len(rows)
         positions.extend([frame.position] * count)
-        topics.extend([topic] * count)
-        sources.extend([source] * count)
-    return pa.table(
-        [
-            pa.array(times, pa.int64()),
-            pa.array([shard] * len(times), pa.int32()),
-            pa.array(positions, pa.int64()),
-            pa.array(indexes, pa.int32()),
-            pa.array(topics, pa.string()),
-            pa.array(sources, pa.string()),
-            _map(tag_offsets, tag_keys, tag_values),
-            _map(offsets, keys, values),
-            pa.array(lines, pa.string()),
-        ],
-        schema=ARROW_SCHEMA,
-    )
+        topics.extend([group.Topic] * count)
+        sources.extend([group.Source] * count)
+    arrays = [
+        pa.array(times, pa.int64()),
+        pa.array([shard] * row, pa.int32()),
+        pa.array(positions, pa.int64()),
+        pa.array(indexes, pa.int32()),
+        pa.array(topics, pa.string()),
+        pa.array(sources, pa.string()),
+        _map(tag_offsets, tag_keys, tag_values),
+    ]
+    names = list(BASE_SCHEMA.names)
+    for key, column in fields.items():
+        column.extend([None] * (row - len(column)))
+        arrays.append(_strings(column))
+        names.append(FIELD_PREFIX + key)
+    return pa.table(arrays, names=names)
 
 
-Row = tuple[int, list[tuple[str, str]], str]
+Row = tuple[int, list[tuple[str, str]]]
 
 
-def _rows(group: Any, convert: Callable[[Any], str]) -> list[Row]:
-    rows = []
-    for entry in group.Logs:
-        pairs = [(c.Key, convert(c.Value)) for c in entry.Contents]
-        line = "\n".join([v for _, v in pairs])
-        rows.append((entry.Time * NANOS_PER_SECOND + entry.Time_ns, _unique(pairs), line))
-    return rows
+def _rows(group: Any) -> list[Row]:
+    return [
+        (entry.Time * NANOS_PER_SECOND + entry.Time_ns, [(c.Key, c.Value) for c in entry.Contents])
+        for entry in group.Logs
+    ]
 
 
-def _text(value: str | bytes) -> str:
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+def _strings(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a value that is not UTF-8 came as bytes
+        return pa.array([_text(v) for v in values], pa.string())
+
+
+def _text(value: str | bytes | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return value.decode("utf-8", "replace")
 
 
 def _unique(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -204,7 +213,7 @@ class Indexer:
                 done = begin
             if done >= shard.end:
                 if begin > progress.get(shard_id, 0):
-                    target.store.append(ARROW_SCHEMA.empty_table(), shard_id, done)
+                    target.store.append(BASE_SCHEMA.empty_table(), shard_id, done)
                 continue
             result = shard.read(done, count=1000, max_bytes=self.batch_bytes)
             pending.append((shard_id, result.next_position, self._decode(result.frames, shard_id)))

@@ -32,7 +32,7 @@ from sqlglot import exp
 from ...protocol.errors import ErrorCode, ServiceError
 from ..types import NANOS_PER_SECOND
 from .config import IndexConfig
-from .search import compile_search, sql_string
+from .search import compile_search, field_expression, sql_string
 from .store import IndexStore
 
 _BASE_COLUMNS = {
@@ -194,11 +194,15 @@ class QueryRunner:
                 ErrorCode.INVALID_PARAMETER, f"line must be 0-{self.limits.max_lines}, offset >= 0"
             )
         search, sql = split_query(query)
-        where = f"t >= {int(from_ns)} AND t < {int(to_ns)} AND {compile_search(search, config)}"
+        columns = store.columns()
+        where = (
+            f"t >= {int(from_ns)} AND t < {int(to_ns)} "
+            f"AND {compile_search(search, config, columns)}"
+        )
         if topic is not None:
             where += f" AND topic = {sql_string(topic)}"
         if sql is not None:
-            keys, rows = self._execute(store, self._analysis(sql, where, config))
+            keys, rows = self._execute(store, self._analysis(sql, where, config, columns))
             result = QueryResult(
                 True, keys=keys, rows=rows, where_query=search or "*", agg_query=sql
             )
@@ -206,22 +210,21 @@ class QueryRunner:
             order = "DESC" if reverse else "ASC"
             _keys, rows = self._execute(
                 store,
-                "SELECT t, shard, pos, idx, topic, source, map_entries(tags), "
-                f"map_entries(contents) FROM logs WHERE {where} "
+                f"SELECT {_row_columns(columns)} FROM logs WHERE {where} "
                 f"ORDER BY t {order}, shard {order}, pos {order}, idx {order} "
                 f"LIMIT {int(line)} OFFSET {int(offset)}",
             )
             _, counted = self._execute(store, f"SELECT count(*) FROM logs WHERE {where}")
             result = QueryResult(
                 False,
-                logs=[_log_row(r) for r in rows],
+                logs=[_log_row(r, columns) for r in rows],
                 matched=int(counted[0][0]),
                 where_query=search or "*",
             )
         result.elapsed_ms = int((time.perf_counter() - started) * 1000)
         return result
 
-    def _analysis(self, sql: str, where: str, config: IndexConfig) -> str:
+    def _analysis(self, sql: str, where: str, config: IndexConfig, columns: dict[str, str]) -> str:
         try:
             tree = sqlglot.parse_one(sql, read="presto")
         except sqlglot.errors.ParseError as exc:
@@ -242,20 +245,17 @@ class QueryRunner:
             raise ServiceError(ErrorCode.INVALID_QUERY, "placeholders are not supported")
         aliases = {a.alias for a in tree.find_all(exp.Alias)}
         fields = {c.name for c in tree.find_all(exp.Column) if c.name} - aliases
-        columns = []
+        selected = []
         for name in sorted(fields):
             if name in _BASE_COLUMNS:
                 continue
-            if name.startswith("__tag__:"):
-                value = f"tags[{sql_string(name[len('__tag__:') :])}]"
-            else:
-                value = f"contents[{sql_string(name)}]"
-                key = config.key(name)
-                if key is not None and key.type in _SQL_TYPES:
-                    value = f"TRY_CAST({value} AS {_SQL_TYPES[key.type]})"
-            columns.append(f"{value} AS {_quote(name)}")
+            value = field_expression(name, columns)
+            key = config.key(name)
+            if key is not None and key.type in _SQL_TYPES:
+                value = f"TRY_CAST({value} AS {_SQL_TYPES[key.type]})"
+            selected.append(f"{value} AS {_quote(name)}")
         base = [f"{expr} AS {name}" for name, expr in _BASE_COLUMNS.items()]
-        cte = f"SELECT {', '.join(base + columns)} FROM logs WHERE {where}"
+        cte = f"SELECT {', '.join(base + selected)} FROM logs WHERE {where}"
         final = tree.with_("log", as_=cte, dialect="duckdb", copy=False)
         return final.sql(dialect="duckdb")
 
@@ -285,7 +285,10 @@ class QueryRunner:
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "interval gives too many buckets")
         step = interval * NANOS_PER_SECOND
         start = from_ns - from_ns % step
-        where = f"t >= {int(from_ns)} AND t < {int(to_ns)} AND {compile_search(search, config)}"
+        where = (
+            f"t >= {int(from_ns)} AND t < {int(to_ns)} "
+            f"AND {compile_search(search, config, store.columns())}"
+        )
         if topic is not None:
             where += f" AND topic = {sql_string(topic)}"
         _, rows = self._execute(
@@ -313,7 +316,8 @@ class QueryRunner:
         """The ``back`` logs before and ``forward`` logs after a log, in its shard."""
         if not (0 <= back <= 1000 and 0 <= forward <= 1000):
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "back and forward must be 0-1000")
-        columns = "t, shard, pos, idx, topic, source, map_entries(tags), map_entries(contents)"
+        fields = store.columns()
+        columns = _row_columns(fields)
         at = f"shard = {int(shard)}"
         before = f"(pos < {int(position)} OR (pos = {int(position)} AND idx < {int(index)}))"
         after = f"(pos > {int(position)} OR (pos = {int(position)} AND idx > {int(index)}))"
@@ -327,7 +331,10 @@ class QueryRunner:
             f"SELECT {columns} FROM logs WHERE {at} AND {after} "
             f"ORDER BY pos, idx LIMIT {int(forward)}",
         )
-        return [_log_row(r) for r in reversed(older)], [_log_row(r) for r in newer]
+        return (
+            [_log_row(r, fields) for r in reversed(older)],
+            [_log_row(r, fields) for r in newer],
+        )
 
 
 def _quote(name: str) -> str:
@@ -338,10 +345,22 @@ def _pairs(entries: Any) -> tuple[tuple[str, str], ...]:
     return tuple((e["key"], e["value"]) for e in entries or ())
 
 
-def _log_row(row: tuple[Any, ...]) -> LogRow:
-    t, shard, pos, idx, topic, source, tags, contents = row
+def _row_columns(fields: dict[str, str]) -> str:
+    """The select list of a whole log: base columns, tags, extra, then every field."""
+    return ", ".join(
+        ["t, shard, pos, idx, topic, source, map_entries(tags), map_entries(extra)"]
+        + [f'"{col}"' for col in fields.values()]
+    )
+
+
+def _log_row(row: tuple[Any, ...], fields: dict[str, str]) -> LogRow:
+    t, shard, pos, idx, topic, source, tags, extra, *values = row
+    contents = [
+        (name, value) for name, value in zip(fields, values, strict=True) if value is not None
+    ]
+    contents.extend(_pairs(extra))
     return LogRow(
-        int(t), int(shard), int(pos), int(idx), topic, source, _pairs(tags), _pairs(contents)
+        int(t), int(shard), int(pos), int(idx), topic, source, _pairs(tags), tuple(contents)
     )
 
 

@@ -293,10 +293,15 @@ def _separators(tokens: tuple[str, ...]) -> str:
 
 
 class Compiler:
-    """Turns a search tree into a DuckDB predicate; values are inlined as literals."""
+    """Turns a search tree into a DuckDB predicate; values are inlined as literals.
 
-    def __init__(self, config: IndexConfig) -> None:
+    ``columns`` maps field names to their columns in the index store; a field with
+    no column of its own is looked up in the ``extra`` map (NULL if absent).
+    """
+
+    def __init__(self, config: IndexConfig, columns: dict[str, str]) -> None:
         self.config = config
+        self.columns = columns
 
     def compile(self, node: Node) -> str:
         if isinstance(node, All):
@@ -321,16 +326,9 @@ class Compiler:
     def number(self, field: str) -> str:
         return f"TRY_CAST({self.column(field)} AS DOUBLE)"
 
-    @staticmethod
-    def column(field: str) -> str:
+    def column(self, field: str) -> str:
         """The SQL expression of a field's value (NULL where a log lacks it)."""
-        if field == "__topic__":
-            return "topic"
-        if field == "__source__":
-            return "source"
-        if field.startswith("__tag__:"):
-            return f"tags[{sql_string(field[len('__tag__:') :])}]"
-        return f"contents[{sql_string(field)}]"
+        return field_expression(field, self.columns)
 
     def _rules(self, field: str | None) -> tuple[tuple[str, ...], bool]:
         if field is None:
@@ -340,8 +338,7 @@ class Compiler:
                     "full-text search needs a line index; search a field (key: value) or add "
                     '"line" to the index configuration',
                 )
-            # values are joined by newlines in the full-text column: always a boundary
-            return (*self.config.line_tokens, "\n"), self.config.line_case_sensitive
+            return self.config.line_tokens, self.config.line_case_sensitive
         key: KeyConfig | None = self.config.key(field)
         if key is None:
             return DEFAULT_TOKENS, False
@@ -353,17 +350,38 @@ class Compiler:
         words = [w if case_sensitive else w.lower() for w in node.words]
         body = f"[{sep}]+".join(_literal(w) for w in words)
         pattern = sql_string(f"(^|[{sep}]){body}" + ("" if node.prefix else f"($|[{sep}])"))
-        target = "line" if node.field is None else self.column(node.field)
-        if not case_sensitive:
-            target = f"lower({target})"
-        if node.field is not None and not node.prefix and len(words) == 1:
-            # the common case "status: 500": an exact value needs no regular expression
-            return f"({target} = {sql_string(words[0])} OR regexp_matches({target}, {pattern}))"
-        # a cheap substring test first; the expression checks token boundaries
-        return (
-            f"(contains({target}, {sql_string(words[0])}) AND regexp_matches({target}, {pattern}))"
-        )
+        if node.field is None:  # full text: any field's value
+            targets = [f'"{col}"' for col in self.columns.values()]
+            targets.append("array_to_string(map_values(extra), chr(10))")
+        else:
+            targets = [self.column(node.field)]
+        exact = node.field is not None and not node.prefix and len(words) == 1
+        matches = []
+        for target in targets:
+            value = target if case_sensitive else f"lower({target})"
+            if exact:  # "status: 500": an exact value needs no regular expression
+                matches.append(
+                    f"({value} = {sql_string(words[0])} OR regexp_matches({value}, {pattern}))"
+                )
+            else:  # a cheap substring test first; the expression checks token boundaries
+                matches.append(
+                    f"(contains({value}, {sql_string(words[0])}) "
+                    f"AND regexp_matches({value}, {pattern}))"
+                )
+        return "(" + " OR ".join(matches) + ")"
 
 
-def compile_search(text: str, config: IndexConfig) -> str:
-    return Compiler(config).compile(parse_search(text))
+def field_expression(field: str, columns: dict[str, str]) -> str:
+    """The SQL expression of a field's value in the ``logs`` table."""
+    if field == "__topic__":
+        return "topic"
+    if field == "__source__":
+        return "source"
+    if field.startswith("__tag__:"):
+        return f"tags[{sql_string(field[len('__tag__:') :])}]"
+    column = columns.get(field)
+    return f'"{column}"' if column else f"extra[{sql_string(field)}]"
+
+
+def compile_search(text: str, config: IndexConfig, columns: dict[str, str]) -> str:
+    return Compiler(config, columns).compile(parse_search(text))

@@ -1,9 +1,11 @@
 """The index store of one logstore: a DuckDB database of decoded logs.
 
 Table ``logs``: one row per log with its time (ns), where it lives (shard, log group
-position, index within the group), topic, source, tags and contents as maps, and
-``line``: every content value joined by newlines, for full-text search.  A map keeps
-the first value of a key that a log repeats; ``line`` keeps them all.
+position, index within the group), topic, source, tags (a map), and one column per
+field: the first 256 field names a logstore sees get a column each (``f0``, ``f1``,
+…, named in table ``fields``), and any further ones go to the map ``extra``.
+Columns compress well (most fields repeat) and queries read only the columns they
+need.  A log that repeats a field name keeps its first value.
 
 Table ``progress``: per shard, the position up to which log groups are indexed.  It
 is updated in the same transaction as the rows, so indexing is exactly-once across
@@ -33,11 +35,13 @@ CREATE TABLE IF NOT EXISTS logs (
     topic VARCHAR NOT NULL,
     source VARCHAR NOT NULL,
     tags MAP(VARCHAR, VARCHAR),
-    contents MAP(VARCHAR, VARCHAR),
-    line VARCHAR NOT NULL
+    extra MAP(VARCHAR, VARCHAR)
 );
+CREATE TABLE IF NOT EXISTS fields (name VARCHAR PRIMARY KEY, col VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS progress (shard INTEGER PRIMARY KEY, pos BIGINT NOT NULL);
 """
+MAX_COLUMNS = 256
+FIELD_PREFIX = "c:"  # decoded tables name a field's column "c:<field name>"
 
 _SCHEME = "[A-Za-z][A-Za-z0-9+.-]*://"
 _AUTHORITY = f"^{_SCHEME}(?:[^@/]*@)?"
@@ -59,7 +63,8 @@ _MACROS = "\n".join(
     ]
 )
 
-ARROW_SCHEMA = pa.schema(
+MAP_TYPE = pa.map_(pa.string(), pa.string())
+BASE_SCHEMA = pa.schema(
     [
         ("t", pa.int64()),
         ("shard", pa.int32()),
@@ -67,9 +72,7 @@ ARROW_SCHEMA = pa.schema(
         ("idx", pa.int32()),
         ("topic", pa.string()),
         ("source", pa.string()),
-        ("tags", pa.map_(pa.string(), pa.string())),
-        ("contents", pa.map_(pa.string(), pa.string())),
-        ("line", pa.string()),
+        ("tags", MAP_TYPE),
     ]
 )
 
@@ -94,6 +97,12 @@ class IndexStore:
         self._db.execute("SET lock_configuration = true")
         self._write_lock = threading.Lock()
         self.closed = False
+        rows = self._db.execute("SELECT name, col FROM fields").fetchall()
+        self._columns: dict[str, str] = {str(name): str(col) for name, col in rows}
+
+    def columns(self) -> dict[str, str]:
+        """Field name → column, in the order the fields were first seen."""
+        return dict(sorted(self._columns.items(), key=lambda item: int(item[1][1:])))
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A connection for one query (queries run concurrently with indexing)."""
@@ -105,20 +114,49 @@ class IndexStore:
         return {int(s): int(p) for s, p in rows}
 
     def append(self, table: pa.Table, shard: ShardId, upto: Position) -> None:
-        """Add rows and move the shard's progress to ``upto`` in one transaction."""
+        """Add decoded rows (base columns plus ``c:<field>`` columns) and move the
+        shard's progress to ``upto``, in one transaction."""
         with self._write_lock:
             db = self._db
             db.execute("BEGIN TRANSACTION")
             try:
                 if table.num_rows:
-                    db.register("incoming", table)
-                    db.execute("INSERT INTO logs SELECT * FROM incoming")
+                    db.register("incoming", self._to_layout(table))
+                    db.execute("INSERT INTO logs BY NAME SELECT * FROM incoming")
                     db.unregister("incoming")
                 db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?)", [int(shard), int(upto)])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def _to_layout(self, table: pa.Table) -> pa.Table:
+        """Name field columns by their table columns, adding columns for new fields
+        (inside the caller's transaction) and folding overflow fields into ``extra``."""
+        columns: list[pa.Array] = []
+        names: list[str] = []
+        overflow: list[tuple[str, pa.ChunkedArray]] = []
+        for name, column in zip(table.column_names, table.columns, strict=True):
+            if not name.startswith(FIELD_PREFIX):
+                names.append(name)
+                columns.append(column)
+                continue
+            field = name[len(FIELD_PREFIX) :]
+            col = self._columns.get(field)
+            if col is None and len(self._columns) < MAX_COLUMNS:
+                col = f"f{len(self._columns)}"
+                self._db.execute(f'ALTER TABLE logs ADD COLUMN "{col}" VARCHAR')
+                self._db.execute("INSERT INTO fields VALUES (?, ?)", [field, col])
+                self._columns[field] = col
+            if col is None:
+                overflow.append((field, column))
+            else:
+                names.append(col)
+                columns.append(column)
+        if overflow:
+            names.append("extra")
+            columns.append(_overflow_map(overflow, table.num_rows))
+        return pa.table(columns, names=names)
 
     def drop_before(self, shard: ShardId, position: Position) -> None:
         """Forget the rows of log groups that retention removed from the shard."""
@@ -134,3 +172,16 @@ class IndexStore:
             if not self.closed:
                 self.closed = True
                 self._db.close()
+
+
+def _overflow_map(fields: list[tuple[str, pa.ChunkedArray]], rows: int) -> pa.Array:
+    values = [field[1].to_pylist() for field in fields]
+    entries = [
+        [
+            (name, column[row])
+            for (name, _), column in zip(fields, values, strict=True)
+            if column[row] is not None
+        ]
+        for row in range(rows)
+    ]
+    return pa.array(entries, MAP_TYPE)
