@@ -28,6 +28,7 @@ from logharbor import (
     PayloadTooLargeError,
     PutLogsResult,
     ServerError,
+    ShardNotHeldError,
     ThrottledError,
     Timeout,
     TransportError,
@@ -401,3 +402,92 @@ def test_an_error_reads_well_and_survives_pickling() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is NotFoundError
     assert (copy.code, copy.status, copy.request_id) == ("ProjectNotExist", 404, "ABC123")
+
+
+# -------------------------------------------------------- consumer groups
+
+
+def test_consumer_group_calls_go_to_the_logstore_s_groups() -> None:
+    base = "/api/v1/projects/web/logstores/access/consumergroups"
+    created = build(api.create_consumer_group("web", "access", "cg", timeout=6, in_order=True))
+    assert (created.method, created.url.path) == ("POST", base)
+    assert json.loads(created.content) == {"name": "cg", "timeout": 6, "inOrder": True}
+    updated = build(api.update_consumer_group("web", "access", "cg", timeout=None, in_order=False))
+    assert (updated.method, updated.url.path) == ("PATCH", base + "/cg")
+    assert json.loads(updated.content) == {"inOrder": False}
+    assert build(api.delete_consumer_group("web", "access", "cg")).method == "DELETE"
+    status = build(api.get_consumer_group_status("web", "access", "cg"))
+    assert (status.method, status.url.path) == ("GET", base + "/cg/status")
+
+
+def test_a_heartbeat_reports_the_held_shards_or_nothing() -> None:
+    beat = build(api.heartbeat("web", "access", "cg", "c1", [3, 1]))
+    assert beat.url.path.endswith("/consumergroups/cg/heartbeat")
+    assert json.loads(beat.content) == {"consumer": "c1", "shards": [1, 3]}
+    silent = build(api.heartbeat("web", "access", "cg", "c1", None))
+    assert json.loads(silent.content) == {"consumer": "c1"}
+    answer = httpx.Response(200, json={"shards": [0, 2]})
+    assert api.heartbeat("web", "access", "cg", "c1", []).answer(answer) == [0, 2]
+
+
+def test_a_checkpoint_is_saved_unforced_unless_asked_and_read_back_as_cursors() -> None:
+    saved = build(
+        api.update_checkpoint("web", "access", "cg", 1, "MQ==", consumer="c1", force=False)
+    )
+    assert saved.url.path.endswith("/consumergroups/cg/checkpoints")
+    assert json.loads(saved.content) == {
+        "shardId": 1,
+        "cursor": "MQ==",
+        "consumer": "c1",
+        "force": False,
+    }
+    answer = httpx.Response(
+        200,
+        json={
+            "checkpoints": [
+                {"shardId": 0, "cursor": "", "consumer": "", "updateTime": 0},
+                {"shardId": 1, "cursor": "MQ==", "consumer": "c1", "updateTime": 5},
+            ]
+        },
+    )
+    none, one = api.get_checkpoints("web", "access", "cg").answer(answer)
+    assert (none.cursor, one.cursor, one.cursor.position if one.cursor else None) == (
+        None,
+        "MQ==",
+        1,
+    )
+
+
+def test_a_member_s_pull_names_its_group_and_itself() -> None:
+    call = api.pull_logs(
+        "web",
+        "access",
+        0,
+        "MA==",
+        count=10,
+        max_bytes=None,
+        end_cursor=None,
+        wait_ms=0,
+        consumer_group="cg",
+        consumer="c1",
+    )
+    assert ("consumerGroup", "cg") in call.params and ("consumer", "c1") in call.params
+    with pytest.raises(ValueError, match="together"):
+        api.pull_logs(
+            "web",
+            "access",
+            0,
+            "MA==",
+            count=10,
+            max_bytes=None,
+            end_cursor=None,
+            wait_ms=0,
+            consumer_group="cg",
+        )
+
+
+def test_consumer_group_errors_map_to_their_errors() -> None:
+    exists = to_error(error_response(400, "ConsumerGroupAlreadyExist"))
+    assert isinstance(exists, AlreadyExistsError)
+    assert isinstance(to_error(error_response(409, "ConsumerNotMatch")), ShardNotHeldError)
+    assert isinstance(to_error(error_response(404, "ConsumerGroupNotExist")), NotFoundError)

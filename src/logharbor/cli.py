@@ -455,5 +455,86 @@ def tail(
             pass
 
 
+def _time_bound(value: str, now: float) -> float:
+    """Unix seconds, or relative: ``15m``, ``2h``, ``7d`` ago, or ``now``."""
+    if value == "now":
+        return now
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return now - int(value[:-1]) * units[value[-1]]
+    try:
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: use Unix seconds, now, or 15m, 2h, 7d") from None
+
+
+@app.command()
+def query(
+    project: str,
+    logstore: str,
+    text: Annotated[str, typer.Argument(help="search [| SQL], e.g. 'status: 500 | select ...'")],
+    start: Annotated[str, typer.Option("--from", help="Unix seconds, or 15m, 2h, 7d ago")] = "15m",
+    end: Annotated[str, typer.Option("--to", help="Unix seconds, or now")] = "now",
+    line: Annotated[int, typer.Option(help="Logs to show")] = 20,
+    reverse: Annotated[bool, typer.Option(help="Newest first")] = False,
+    histogram: Annotated[bool, typer.Option(help="Show matches per time bucket")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
+    endpoint: Endpoint = DEFAULT_ENDPOINT,
+    access_key_id: KeyId = None,
+    access_key_secret: KeySecret = None,
+    data_dir: KeysFrom = DEFAULT_DATA_DIR,
+) -> None:
+    """Search a logstore; with '| SQL', show the analysis as a table."""
+    import time as _time
+
+    now = _time.time()
+    window = {"start": _time_bound(start, now), "end": _time_bound(end, now)}
+    with _client(endpoint, access_key_id, access_key_secret, data_dir) as client:
+        if histogram:
+            result = _run(lambda: client.histogram(project, logstore, text, **window))
+            peak = max((b.count for b in result.buckets), default=0) or 1
+            for bucket in result.buckets:
+                bar = "█" * round(40 * bucket.count / peak)
+                console.print(f"{_when(bucket.start)}  {bucket.count:>9}  [cyan]{bar}[/cyan]")
+            console.print(f"total {result.total}" + ("" if result.complete else " (incomplete)"))
+            return
+        answer = _run(
+            lambda: client.query(project, logstore, text, line=line, reverse=reverse, **window)
+        )
+    if answer.has_sql:
+        if as_json:
+            for record in answer.records():
+                print(json.dumps(record, ensure_ascii=False, default=str))
+            return
+        table = Table(*answer.keys)
+        for row in answer.rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+    else:
+        for log in answer.logs:
+            if as_json:
+                print(
+                    json.dumps(
+                        {
+                            "time_ns": log.time_ns,
+                            "shard": log.shard_id,
+                            "topic": log.topic,
+                            "contents": dict(log.contents),
+                        },
+                        ensure_ascii=False,
+                    )
+                )
+            else:
+                stamp = datetime.fromtimestamp(log.time_ns / 1e9, UTC).strftime("%H:%M:%S.%f")
+                fields = " ".join(f"{k}={v}" for k, v in log.contents)
+                console.print(f"[dim]{stamp}[/dim] {fields}", highlight=False)
+        if not as_json:
+            errors.print(
+                f"{len(answer.logs)} of {answer.matched} matching logs, {answer.elapsed_ms} ms"
+            )
+    if not answer.complete:
+        errors.print("[yellow]the index is still catching up; results may be incomplete[/yellow]")
+
+
 def main() -> None:
     app()

@@ -7,8 +7,8 @@ see there for what each does.
 from __future__ import annotations
 
 import types
-from collections.abc import AsyncGenerator, Sequence
-from typing import TypeVar
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
@@ -17,7 +17,11 @@ from ._client import DEFAULT_RETRY, DEFAULT_TIMEOUT, USER_AGENT, BaseClient
 from ._config import RetryPolicy, Timeout
 from ._exceptions import LogHarborError, to_error
 from ._models import (
+    Checkpoint,
+    ConsumerGroup,
     Cursor,
+    GroupStatus,
+    Histogram,
     ListResult,
     LogGroup,
     LogItem,
@@ -26,8 +30,11 @@ from ._models import (
     PulledLogGroup,
     PullLogsResult,
     PutLogsResult,
+    QueriedLog,
+    QueryResult,
     Shard,
 )
+from ._requests import TimeBound
 from ._types import CompressionInput, CursorStart, PairsInput
 
 T = TypeVar("T")
@@ -221,6 +228,73 @@ class AsyncLogClient(BaseClient):
             )
         )
 
+    # ------------------------------------------------------------ search
+
+    async def create_index(
+        self, project: str, logstore: str, config: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self._send(api.create_index(project, logstore, config))
+
+    async def update_index(
+        self, project: str, logstore: str, config: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self._send(api.update_index(project, logstore, config))
+
+    async def get_index(self, project: str, logstore: str) -> dict[str, Any]:
+        return await self._send(api.get_index(project, logstore))
+
+    async def delete_index(self, project: str, logstore: str) -> None:
+        await self._send(api.delete_index(project, logstore))
+
+    async def query(
+        self,
+        project: str,
+        logstore: str,
+        query: str = "*",
+        *,
+        start: TimeBound,
+        end: TimeBound,
+        line: int = 100,
+        offset: int = 0,
+        reverse: bool = False,
+        topic: str | None = None,
+    ) -> QueryResult:
+        return await self._send(
+            api.query(
+                project,
+                logstore,
+                query,
+                start=start,
+                end=end,
+                line=line,
+                offset=offset,
+                reverse=reverse,
+                topic=topic,
+            )
+        )
+
+    async def histogram(
+        self,
+        project: str,
+        logstore: str,
+        query: str = "*",
+        *,
+        start: TimeBound,
+        end: TimeBound,
+        interval: int | None = None,
+        topic: str | None = None,
+    ) -> Histogram:
+        return await self._send(
+            api.histogram(
+                project, logstore, query, start=start, end=end, interval=interval, topic=topic
+            )
+        )
+
+    async def context(
+        self, project: str, logstore: str, log: QueriedLog, *, back: int = 10, forward: int = 10
+    ) -> tuple[list[QueriedLog], list[QueriedLog]]:
+        return await self._send(api.context(project, logstore, log, back=back, forward=forward))
+
     # ----------------------------------------------------------- reading
 
     async def get_cursor(
@@ -242,6 +316,8 @@ class AsyncLogClient(BaseClient):
         max_bytes: int | None = None,
         end_cursor: str | None = None,
         wait_ms: int = 0,
+        consumer_group: str | None = None,
+        consumer: str | None = None,
     ) -> PullLogsResult:
         return await self._send(
             api.pull_logs(
@@ -253,6 +329,8 @@ class AsyncLogClient(BaseClient):
                 max_bytes=max_bytes,
                 end_cursor=end_cursor,
                 wait_ms=wait_ms,
+                consumer_group=consumer_group,
+                consumer=consumer,
             )
         )
 
@@ -280,3 +358,69 @@ class AsyncLogClient(BaseClient):
             if result.shard_finished:
                 return
             cursor = result.next_cursor
+
+    # ----------------------------------------------------- consumer groups
+
+    async def create_consumer_group(
+        self, project: str, logstore: str, name: str, *, timeout: int = 60, in_order: bool = False
+    ) -> ConsumerGroup:
+        return await self._send(
+            api.create_consumer_group(project, logstore, name, timeout=timeout, in_order=in_order)
+        )
+
+    async def get_consumer_group(self, project: str, logstore: str, name: str) -> ConsumerGroup:
+        return await self._send(api.get_consumer_group(project, logstore, name))
+
+    async def list_consumer_groups(self, project: str, logstore: str) -> list[ConsumerGroup]:
+        return await self._send(api.list_consumer_groups(project, logstore))
+
+    async def update_consumer_group(
+        self,
+        project: str,
+        logstore: str,
+        name: str,
+        *,
+        timeout: int | None = None,
+        in_order: bool | None = None,
+    ) -> ConsumerGroup:
+        return await self._send(
+            api.update_consumer_group(project, logstore, name, timeout=timeout, in_order=in_order)
+        )
+
+    async def delete_consumer_group(self, project: str, logstore: str, name: str) -> None:
+        return await self._send(api.delete_consumer_group(project, logstore, name))
+
+    async def heartbeat(
+        self, project: str, logstore: str, group: str, consumer: str, held: Sequence[int] | None
+    ) -> list[int]:
+        return await self._send(api.heartbeat(project, logstore, group, consumer, held))
+
+    async def leave_consumer_group(
+        self, project: str, logstore: str, group: str, consumer: str
+    ) -> None:
+        await self._send(api.leave_consumer_group(project, logstore, group, consumer))
+
+    async def get_checkpoints(self, project: str, logstore: str, group: str) -> list[Checkpoint]:
+        return await self._send(api.get_checkpoints(project, logstore, group))
+
+    async def update_checkpoint(
+        self,
+        project: str,
+        logstore: str,
+        group: str,
+        shard_id: int,
+        cursor: str,
+        *,
+        consumer: str,
+        force: bool = False,
+    ) -> None:
+        return await self._send(
+            api.update_checkpoint(
+                project, logstore, group, shard_id, cursor, consumer=consumer, force=force
+            )
+        )
+
+    async def get_consumer_group_status(
+        self, project: str, logstore: str, group: str
+    ) -> GroupStatus:
+        return await self._send(api.get_consumer_group_status(project, logstore, group))

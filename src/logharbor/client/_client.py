@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import types
-from collections.abc import Generator, Sequence
-from typing import TypeVar
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
@@ -13,7 +13,11 @@ from . import _requests as api
 from ._config import RetryPolicy, Timeout
 from ._exceptions import LogHarborError, to_error
 from ._models import (
+    Checkpoint,
+    ConsumerGroup,
     Cursor,
+    GroupStatus,
+    Histogram,
     ListResult,
     LogGroup,
     LogItem,
@@ -22,8 +26,11 @@ from ._models import (
     PulledLogGroup,
     PullLogsResult,
     PutLogsResult,
+    QueriedLog,
+    QueryResult,
     Shard,
 )
+from ._requests import TimeBound
 from ._types import CompressionInput, CursorStart, PairsInput
 
 T = TypeVar("T")
@@ -262,6 +269,82 @@ class LogClient(BaseClient):
             )
         )
 
+    # ------------------------------------------------------------ search
+
+    def create_index(
+        self, project: str, logstore: str, config: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Index the logstore (its kept data too) with an SLS-shaped index configuration:
+        ``{"line": {"token": [...]}, "keys": {name: {"type": "text"|"long"|...}}}``."""
+        return self._send(api.create_index(project, logstore, config))
+
+    def update_index(
+        self, project: str, logstore: str, config: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace the index configuration; it applies to all indexed data at once."""
+        return self._send(api.update_index(project, logstore, config))
+
+    def get_index(self, project: str, logstore: str) -> dict[str, Any]:
+        """``{"config": ..., "lag": [{"shardId", "behindLogGroups"}]}``."""
+        return self._send(api.get_index(project, logstore))
+
+    def delete_index(self, project: str, logstore: str) -> None:
+        self._send(api.delete_index(project, logstore))
+
+    def query(
+        self,
+        project: str,
+        logstore: str,
+        query: str = "*",
+        *,
+        start: TimeBound,
+        end: TimeBound,
+        line: int = 100,
+        offset: int = 0,
+        reverse: bool = False,
+        topic: str | None = None,
+    ) -> QueryResult:
+        """Search the logs with times in ``[start, end)`` (Unix seconds or datetimes),
+        optionally analysing them with SQL after ``|`` (docs/search.md)."""
+        return self._send(
+            api.query(
+                project,
+                logstore,
+                query,
+                start=start,
+                end=end,
+                line=line,
+                offset=offset,
+                reverse=reverse,
+                topic=topic,
+            )
+        )
+
+    def histogram(
+        self,
+        project: str,
+        logstore: str,
+        query: str = "*",
+        *,
+        start: TimeBound,
+        end: TimeBound,
+        interval: int | None = None,
+        topic: str | None = None,
+    ) -> Histogram:
+        """How many logs match, per time bucket (``interval`` seconds, or about 60
+        buckets)."""
+        return self._send(
+            api.histogram(
+                project, logstore, query, start=start, end=end, interval=interval, topic=topic
+            )
+        )
+
+    def context(
+        self, project: str, logstore: str, log: QueriedLog, *, back: int = 10, forward: int = 10
+    ) -> tuple[list[QueriedLog], list[QueriedLog]]:
+        """The logs stored just before and after ``log`` in its shard."""
+        return self._send(api.context(project, logstore, log, back=back, forward=forward))
+
     # ----------------------------------------------------------- reading
 
     def get_cursor(self, project: str, logstore: str, shard_id: int, start: CursorStart) -> Cursor:
@@ -285,10 +368,15 @@ class LogClient(BaseClient):
         max_bytes: int | None = None,
         end_cursor: str | None = None,
         wait_ms: int = 0,
+        consumer_group: str | None = None,
+        consumer: str | None = None,
     ) -> PullLogsResult:
         """Read up to ``count`` log groups (and about ``max_bytes`` of stored data, at
         least one group) from ``cursor``, stopping before ``end_cursor``. With
-        ``wait_ms`` the server holds the request up to that long until data arrives."""
+        ``wait_ms`` the server holds the request up to that long until data arrives.
+
+        With ``consumer_group`` and ``consumer`` the pull is a group member's: the
+        server refuses it (``ShardNotHeldError``) unless that member holds the shard."""
         return self._send(
             api.pull_logs(
                 project,
@@ -299,6 +387,8 @@ class LogClient(BaseClient):
                 max_bytes=max_bytes,
                 end_cursor=end_cursor,
                 wait_ms=wait_ms,
+                consumer_group=consumer_group,
+                consumer=consumer,
             )
         )
 
@@ -331,3 +421,78 @@ class LogClient(BaseClient):
             if result.shard_finished:
                 return
             cursor = result.next_cursor
+
+    # ----------------------------------------------------- consumer groups
+
+    def create_consumer_group(
+        self, project: str, logstore: str, name: str, *, timeout: int = 60, in_order: bool = False
+    ) -> ConsumerGroup:
+        """Create a consumer group of a logstore; its members time out after
+        ``timeout`` seconds without a heartbeat. ``AlreadyExistsError`` if it exists."""
+        return self._send(
+            api.create_consumer_group(project, logstore, name, timeout=timeout, in_order=in_order)
+        )
+
+    def get_consumer_group(self, project: str, logstore: str, name: str) -> ConsumerGroup:
+        return self._send(api.get_consumer_group(project, logstore, name))
+
+    def list_consumer_groups(self, project: str, logstore: str) -> list[ConsumerGroup]:
+        return self._send(api.list_consumer_groups(project, logstore))
+
+    def update_consumer_group(
+        self,
+        project: str,
+        logstore: str,
+        name: str,
+        *,
+        timeout: int | None = None,
+        in_order: bool | None = None,
+    ) -> ConsumerGroup:
+        """Change the settings given; ``None`` keeps a setting as it is."""
+        return self._send(
+            api.update_consumer_group(project, logstore, name, timeout=timeout, in_order=in_order)
+        )
+
+    def delete_consumer_group(self, project: str, logstore: str, name: str) -> None:
+        return self._send(api.delete_consumer_group(project, logstore, name))
+
+    def heartbeat(
+        self, project: str, logstore: str, group: str, consumer: str, held: Sequence[int] | None
+    ) -> list[int]:
+        """Tell the group that ``consumer`` is alive and holds ``held`` (every shard it
+        has not finished with, including ones it is giving up; ``None``: it does not
+        say). Returns the shards it should hold."""
+        return self._send(api.heartbeat(project, logstore, group, consumer, held))
+
+    def leave_consumer_group(self, project: str, logstore: str, group: str, consumer: str) -> None:
+        """``consumer`` stops, having saved its checkpoints: the group hands its shards
+        to the other members at once instead of after the group timeout."""
+        self._send(api.leave_consumer_group(project, logstore, group, consumer))
+
+    def get_checkpoints(self, project: str, logstore: str, group: str) -> list[Checkpoint]:
+        """One checkpoint per shard of the logstore (``cursor`` ``None`` where none)."""
+        return self._send(api.get_checkpoints(project, logstore, group))
+
+    def update_checkpoint(
+        self,
+        project: str,
+        logstore: str,
+        group: str,
+        shard_id: int,
+        cursor: str,
+        *,
+        consumer: str,
+        force: bool = False,
+    ) -> None:
+        """Save ``cursor`` (the first log group not yet processed) as where the group
+        resumes ``shard_id``. Refused with ``ShardNotHeldError`` when ``consumer`` does
+        not hold the shard, unless ``force``."""
+        return self._send(
+            api.update_checkpoint(
+                project, logstore, group, shard_id, cursor, consumer=consumer, force=force
+            )
+        )
+
+    def get_consumer_group_status(self, project: str, logstore: str, group: str) -> GroupStatus:
+        """The live members with their shards, and how far behind each shard is."""
+        return self._send(api.get_consumer_group_status(project, logstore, group))

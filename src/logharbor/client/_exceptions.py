@@ -10,9 +10,13 @@
     └── ClientError                  other 4xx: the request itself is wrong
         ├── AuthenticationError      401, 403: unknown key, bad signature, clock skew
         ├── NotFoundError            404: ProjectNotExist, LogStoreNotExist, ShardNotExist
-        ├── AlreadyExistsError       ProjectAlreadyExist, LogStoreAlreadyExist
+        ├── AlreadyExistsError       a project, logstore or consumer group of that name exists
+        ├── ShardNotHeldError        ConsumerNotMatch: a member used a shard it does not hold
         ├── InvalidCursorError       InvalidCursor: a cursor past the end or not a cursor
         └── PayloadTooLargeError     413: the body, or its decompressed size, is over the limit
+    ProducerError                    the producer refused a log, before any request
+    ├── ProducerClosedError          send on a closing or closed producer; logs dropped by close()
+    └── BufferFullError              the producer's buffer stayed full for the allowed time
 
 Only ``TransportError`` (when sending again can help), ``ThrottledError`` and
 ``ServerError`` are ``retryable``; the client's ``RetryPolicy`` retries nothing else.
@@ -108,7 +112,12 @@ class NotFoundError(ClientError):
 
 
 class AlreadyExistsError(ClientError):
-    """``ProjectAlreadyExist`` or ``LogStoreAlreadyExist``."""
+    """``ProjectAlreadyExist``, ``LogStoreAlreadyExist`` or ``ConsumerGroupAlreadyExist``."""
+
+
+class ShardNotHeldError(ClientError):
+    """409 ``ConsumerNotMatch``: a consumer group member fetched or checkpointed a
+    shard that the group does not (or no longer) let it hold."""
 
 
 class InvalidCursorError(ClientError):
@@ -119,9 +128,31 @@ class PayloadTooLargeError(ClientError):
     """413: ``PostBodyTooLarge`` or ``PostBodyUncompressedTooLarge``."""
 
 
+class ProducerError(LogHarborError):
+    """The ``Producer`` could not take or could not deliver logs, with no server answer."""
+
+
+class ProducerClosedError(ProducerError):
+    """The producer is closing or closed: it takes no more logs; or ``close(timeout)``
+    gave up on logs it had not delivered (code ``ProducerClosed``)."""
+
+    def __init__(self, message: str = "the producer is closed") -> None:
+        super().__init__(message, code="ProducerClosed")
+
+
+class BufferFullError(ProducerError):
+    """The producer's buffer held ``max_buffer_bytes`` for longer than the caller
+    may be blocked (code ``BufferFull``); nothing of the refused logs was taken."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="BufferFull")
+
+
 _BY_CODE: dict[str, type[LogHarborError]] = {
     ErrorCode.PROJECT_ALREADY_EXIST.value: AlreadyExistsError,
     ErrorCode.LOGSTORE_ALREADY_EXIST.value: AlreadyExistsError,
+    ErrorCode.CONSUMER_GROUP_ALREADY_EXIST.value: AlreadyExistsError,
+    ErrorCode.CONSUMER_NOT_MATCH.value: ShardNotHeldError,
     ErrorCode.INVALID_CURSOR.value: InvalidCursorError,
 }
 
@@ -203,13 +234,17 @@ def _error_document(response: httpx.Response) -> tuple[str, str, str | None]:
 __all__ = [
     "AlreadyExistsError",
     "AuthenticationError",
+    "BufferFullError",
     "ClientError",
     "DecodingError",
     "InvalidCursorError",
     "LogHarborError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "ProducerClosedError",
+    "ProducerError",
     "ServerError",
+    "ShardNotHeldError",
     "ThrottledError",
     "TransportError",
     "to_error",

@@ -352,3 +352,183 @@ class PullLogsResult:
     def shard_finished(self) -> bool:
         """Whether the shard is readonly and read to its end: it will never hold more."""
         return self.shard_status == "readonly" and self.caught_up
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerGroup:
+    """A consumer group: members share a logstore's shards and keep checkpoints.
+
+    A member is live while its last heartbeat is at most ``timeout`` seconds old.
+    With ``in_order``, the children of a split or merge are handed out only once
+    their parents are read to the end.
+    """
+
+    name: str
+    project: str
+    logstores: tuple[str, ...]
+    timeout: int  # seconds
+    in_order: bool
+    create_time: int  # Unix seconds
+    update_time: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConsumerGroup:
+        return cls(
+            name=str(data["name"]),
+            project=str(data["project"]),
+            logstores=tuple(str(name) for name in data["logstores"]),
+            timeout=int(data["timeout"]),
+            in_order=bool(data["inOrder"]),
+            create_time=int(data["createTime"]),
+            update_time=int(data["updateTime"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where a group resumes a shard: the first log group not yet processed.
+
+    ``cursor`` is ``None`` when the group has no checkpoint for the shard yet.
+    """
+
+    shard_id: int
+    cursor: Cursor | None
+    consumer: str  # who saved it ("" when there is none)
+    update_time: int  # Unix seconds; 0 when there is none
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Checkpoint:
+        cursor = str(data["cursor"])
+        return cls(
+            shard_id=int(data["shardId"]),
+            cursor=Cursor(cursor) if cursor else None,
+            consumer=str(data["consumer"]),
+            update_time=int(data["updateTime"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLag:
+    """How far a group's checkpoint of a shard is behind the shard's end."""
+
+    shard_id: int
+    behind_log_groups: int
+    behind_seconds: float  # age of the first log group not yet checkpointed
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ShardLag:
+        return cls(
+            shard_id=int(data["shard"]),
+            behind_log_groups=int(data["behindLogGroups"]),
+            behind_seconds=float(data["behindSeconds"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """The live members of a group with the shards each holds, and every shard's lag."""
+
+    consumers: Mapping[str, tuple[int, ...]]
+    shards: tuple[ShardLag, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GroupStatus:
+        return cls(
+            consumers={
+                str(member["name"]): tuple(int(s) for s in member["shards"])
+                for member in data["consumers"]
+            },
+            shards=tuple(ShardLag.from_json(item) for item in data["shards"]),
+        )
+
+
+# ------------------------------------------------------------------ search
+
+
+@dataclass(frozen=True, slots=True)
+class QueriedLog:
+    """A log a search found, and where it is stored (for ``context``)."""
+
+    time_ns: int
+    shard_id: int
+    cursor: Cursor  # of its log group
+    index: int  # within its log group
+    topic: str
+    source: str
+    tags: dict[str, str]
+    contents: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> QueriedLog:
+        return cls(
+            time_ns=int(data["timeNs"]),
+            shard_id=int(data["shardId"]),
+            cursor=Cursor(data["cursor"]),
+            index=int(data["index"]),
+            topic=str(data["topic"]),
+            source=str(data["source"]),
+            tags={str(k): str(v) for k, v in data["tags"].items()},
+            contents=tuple((str(k), str(v)) for k, v in data["contents"]),
+        )
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return next((value for name, value in self.contents if name == key), default)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """A search's logs (``logs``, ``matched``) or an analysis's table (``keys``, ``rows``).
+
+    ``complete`` is False when the index had not yet taken in every write made
+    before the query; asking again shortly gives the full answer.
+    """
+
+    complete: bool
+    has_sql: bool
+    elapsed_ms: int
+    logs: tuple[QueriedLog, ...] = ()
+    matched: int | None = None
+    keys: tuple[str, ...] = ()
+    rows: tuple[tuple[Any, ...], ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> QueryResult:
+        meta = data["meta"]
+        return cls(
+            complete=bool(meta["complete"]),
+            has_sql=bool(meta["hasSql"]),
+            elapsed_ms=int(meta["elapsedMs"]),
+            logs=tuple(QueriedLog.from_json(item) for item in data.get("logs", ())),
+            matched=None if meta.get("matched") is None else int(meta["matched"]),
+            keys=tuple(meta.get("keys", ())),
+            rows=tuple(tuple(row) for row in data.get("rows", ())),
+        )
+
+    def records(self) -> list[dict[str, Any]]:
+        """An analysis's rows as dictionaries by column name."""
+        return [dict(zip(self.keys, row, strict=True)) for row in self.rows]
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramBucket:
+    start: int  # Unix seconds, inclusive
+    end: int  # exclusive
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    complete: bool
+    total: int
+    buckets: tuple[HistogramBucket, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Histogram:
+        return cls(
+            complete=bool(data["complete"]),
+            total=int(data["total"]),
+            buckets=tuple(
+                HistogramBucket(int(b["from"]), int(b["to"]), int(b["count"]))
+                for b in data["buckets"]
+            ),
+        )

@@ -24,7 +24,11 @@ from ..protocol.signing import sign_headers
 from ._config import Timeout
 from ._exceptions import DECODING_FAILURES, to_error
 from ._models import (
+    Checkpoint,
+    ConsumerGroup,
     Cursor,
+    GroupStatus,
+    Histogram,
     ListResult,
     LogGroup,
     LogItem,
@@ -33,6 +37,8 @@ from ._models import (
     PulledLogGroup,
     PullLogsResult,
     PutLogsResult,
+    QueriedLog,
+    QueryResult,
     Shard,
     shard_status_of,
 )
@@ -367,6 +373,8 @@ def pull_logs(
     max_bytes: int | None,
     end_cursor: str | None,
     wait_ms: int,
+    consumer_group: str | None = None,
+    consumer: str | None = None,
 ) -> Call[PullLogsResult]:
     params = [("cursor", cursor), ("count", str(count)), ("format", "frames")]
     if max_bytes is not None:
@@ -375,6 +383,11 @@ def pull_logs(
         params.append(("endCursor", end_cursor))
     if wait_ms:
         params.append(("wait", str(wait_ms)))
+    if (consumer_group is None) != (consumer is None):
+        raise ValueError("give consumer_group and consumer together, or neither")
+    if consumer_group is not None and consumer is not None:
+        # a member's fetch: the server refuses it (ShardNotHeldError) unless it holds the shard
+        params += [("consumerGroup", consumer_group), ("consumer", consumer)]
     path = _logstore_path(project, logstore, "shards", shard_id, "logs")
     return Call("GET", path, _read_pull, params=tuple(params), wait_seconds=wait_ms / 1000)
 
@@ -390,3 +403,192 @@ def _read_pull(response: httpx.Response) -> PullLogsResult:
         raw_size=int(headers["x-lh-raw-size"]),
         shard_status=shard_status_of(headers["x-lh-shard-status"]),
     )
+
+
+# ------------------------------------------------------- consumer groups
+
+
+def _groups_path(project: str, logstore: str, *rest: str | int) -> str:
+    return _logstore_path(project, logstore, "consumergroups", *rest)
+
+
+def _groups(data: dict[str, Any]) -> list[ConsumerGroup]:
+    return [ConsumerGroup.from_json(item) for item in data["consumerGroups"]]
+
+
+def _shard_ids(data: dict[str, Any]) -> list[int]:
+    return [int(shard) for shard in data["shards"]]
+
+
+def _checkpoints(data: dict[str, Any]) -> list[Checkpoint]:
+    return [Checkpoint.from_json(item) for item in data["checkpoints"]]
+
+
+def create_consumer_group(
+    project: str, logstore: str, name: str, *, timeout: int, in_order: bool
+) -> Call[ConsumerGroup]:
+    document = {"name": name, "timeout": timeout, "inOrder": in_order}
+    path = _groups_path(project, logstore)
+    return _json_call("POST", path, _reader(ConsumerGroup.from_json), document)
+
+
+def get_consumer_group(project: str, logstore: str, name: str) -> Call[ConsumerGroup]:
+    return Call("GET", _groups_path(project, logstore, name), _reader(ConsumerGroup.from_json))
+
+
+def list_consumer_groups(project: str, logstore: str) -> Call[list[ConsumerGroup]]:
+    return Call("GET", _groups_path(project, logstore), _reader(_groups))
+
+
+def update_consumer_group(
+    project: str, logstore: str, name: str, *, timeout: int | None, in_order: bool | None
+) -> Call[ConsumerGroup]:
+    changes = {"timeout": timeout, "inOrder": in_order}
+    document = {key: value for key, value in changes.items() if value is not None}
+    path = _groups_path(project, logstore, name)
+    return _json_call("PATCH", path, _reader(ConsumerGroup.from_json), document)
+
+
+def delete_consumer_group(project: str, logstore: str, name: str) -> Call[None]:
+    return Call("DELETE", _groups_path(project, logstore, name), _nothing)
+
+
+def heartbeat(
+    project: str, logstore: str, group: str, consumer: str, held: Sequence[int] | None
+) -> Call[list[int]]:
+    document: dict[str, Any] = {"consumer": consumer}
+    if held is not None:
+        document["shards"] = sorted(held)
+    path = _groups_path(project, logstore, group, "heartbeat")
+    return _json_call("POST", path, _reader(_shard_ids), document)
+
+
+def leave_consumer_group(project: str, logstore: str, group: str, consumer: str) -> Call[None]:
+    path = _groups_path(project, logstore, group, "heartbeat")
+    return _json_call("POST", path, _nothing, {"consumer": consumer, "leave": True})
+
+
+def get_checkpoints(project: str, logstore: str, group: str) -> Call[list[Checkpoint]]:
+    return Call("GET", _groups_path(project, logstore, group, "checkpoints"), _reader(_checkpoints))
+
+
+def update_checkpoint(
+    project: str,
+    logstore: str,
+    group: str,
+    shard_id: int,
+    cursor: str,
+    *,
+    consumer: str,
+    force: bool,
+) -> Call[None]:
+    document = {"shardId": shard_id, "cursor": cursor, "consumer": consumer, "force": force}
+    return _json_call(
+        "POST", _groups_path(project, logstore, group, "checkpoints"), _nothing, document
+    )
+
+
+def get_consumer_group_status(project: str, logstore: str, group: str) -> Call[GroupStatus]:
+    path = _groups_path(project, logstore, group, "status")
+    return Call("GET", path, _reader(GroupStatus.from_json))
+
+
+# ---------------------------------------------------------------- search
+
+TimeBound = int | float | datetime
+
+
+def _nanoseconds(moment: TimeBound, what: str) -> int:
+    if isinstance(moment, bool):
+        raise TypeError(f"{what} must be Unix seconds or a datetime")
+    if isinstance(moment, datetime):
+        return (moment.astimezone(UTC) - _EPOCH) // _MICROSECOND * 1000
+    if isinstance(moment, int):
+        return moment * 1_000_000_000
+    return math.floor(moment * 1_000_000_000)
+
+
+def _window(start: TimeBound, end: TimeBound) -> dict[str, int]:
+    return {"fromNs": _nanoseconds(start, "start"), "toNs": _nanoseconds(end, "end")}
+
+
+def create_index(project: str, logstore: str, config: Mapping[str, Any]) -> Call[dict[str, Any]]:
+    path = _logstore_path(project, logstore, "index")
+    return _json_call("POST", path, _reader(lambda data: dict(data["config"])), config)
+
+
+def update_index(project: str, logstore: str, config: Mapping[str, Any]) -> Call[dict[str, Any]]:
+    path = _logstore_path(project, logstore, "index")
+    return _json_call("PUT", path, _reader(lambda data: dict(data["config"])), config)
+
+
+def get_index(project: str, logstore: str) -> Call[dict[str, Any]]:
+    return Call("GET", _logstore_path(project, logstore, "index"), _reader(lambda data: dict(data)))
+
+
+def delete_index(project: str, logstore: str) -> Call[None]:
+    return Call("DELETE", _logstore_path(project, logstore, "index"), _nothing)
+
+
+def query(
+    project: str,
+    logstore: str,
+    text: str,
+    *,
+    start: TimeBound,
+    end: TimeBound,
+    line: int,
+    offset: int,
+    reverse: bool,
+    topic: str | None,
+) -> Call[QueryResult]:
+    document: dict[str, Any] = {
+        "query": text,
+        **_window(start, end),
+        "line": line,
+        "offset": offset,
+        "reverse": reverse,
+    }
+    if topic is not None:
+        document["topic"] = topic
+    path = _logstore_path(project, logstore, "query")
+    return _json_call("POST", path, _reader(QueryResult.from_json), document)
+
+
+def histogram(
+    project: str,
+    logstore: str,
+    text: str,
+    *,
+    start: TimeBound,
+    end: TimeBound,
+    interval: int | None,
+    topic: str | None,
+) -> Call[Histogram]:
+    document: dict[str, Any] = {"query": text, **_window(start, end)}
+    if interval is not None:
+        document["interval"] = interval
+    if topic is not None:
+        document["topic"] = topic
+    path = _logstore_path(project, logstore, "histogram")
+    return _json_call("POST", path, _reader(Histogram.from_json), document)
+
+
+def context(
+    project: str, logstore: str, log: QueriedLog, *, back: int, forward: int
+) -> Call[tuple[list[QueriedLog], list[QueriedLog]]]:
+    params = (
+        ("shard", str(log.shard_id)),
+        ("cursor", str(log.cursor)),
+        ("index", str(log.index)),
+        ("back", str(back)),
+        ("forward", str(forward)),
+    )
+
+    def read(data: dict[str, Any]) -> tuple[list[QueriedLog], list[QueriedLog]]:
+        return (
+            [QueriedLog.from_json(item) for item in data["before"]],
+            [QueriedLog.from_json(item) for item in data["after"]],
+        )
+
+    return Call("GET", _logstore_path(project, logstore, "context"), _reader(read), params=params)
