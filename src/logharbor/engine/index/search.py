@@ -283,6 +283,11 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("\x00", "").replace("'", "''") + "'"
 
 
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern with ``!`` as the escape character."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
 def _literal(text: str) -> str:
     """``text`` as an RE2 literal: anything but letters, digits and _ as \\x{HEX}."""
     return "".join(c if c.isalnum() or c == "_" else f"\\x{{{ord(c):x}}}" for c in text)
@@ -356,18 +361,21 @@ class Compiler:
         else:
             targets = [self.column(node.field)]
         exact = node.field is not None and not node.prefix and len(words) == 1
+        first = words[0]
+        caseless = case_sensitive or first.lower() == first.upper()  # no letters
         matches = []
         for target in targets:
+            # a cheap substring test first (no lower-casing unless needed); only the
+            # rows that pass it get lower-cased and checked for token boundaries
+            if caseless:
+                prefilter = f"contains({target}, {sql_string(first)})"
+            else:
+                prefilter = f"{target} ILIKE {sql_string('%' + _like(first) + '%')} ESCAPE '!'"
             value = target if case_sensitive else f"lower({target})"
-            if exact:  # "status: 500": an exact value needs no regular expression
-                matches.append(
-                    f"({value} = {sql_string(words[0])} OR regexp_matches({value}, {pattern}))"
-                )
-            else:  # a cheap substring test first; the expression checks token boundaries
-                matches.append(
-                    f"(contains({value}, {sql_string(words[0])}) "
-                    f"AND regexp_matches({value}, {pattern}))"
-                )
+            token = f"({prefilter} AND regexp_matches({value}, {pattern}))"
+            if exact:  # "status: 500": the whole value is the word, most often
+                token = f"({value} = {sql_string(first)} OR {token})"
+            matches.append(token)
         return "(" + " OR ".join(matches) + ")"
 
 
