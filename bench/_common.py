@@ -132,3 +132,34 @@ class RawHttpConnection:
 
         if isinstance(self.writer, asyncio.StreamWriter):
             self.writer.close()
+
+
+async def put_groups(
+    endpoint: str, path: str, bodies: list[tuple[bytes, int]], count: int, connections: int = 8
+) -> None:
+    """Put ``count`` lz4 log groups (cycling through ``bodies``: (body, raw size)) over
+    ``connections`` keep-alive connections; each of the first ``len(bodies)`` goes once."""
+    import asyncio
+
+    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
+
+    async def writer(index: int) -> None:
+        connection = RawHttpConnection(host, int(port))
+        await connection.connect()
+        for n in range(index, count, connections):
+            body, raw = bodies[n % len(bodies)]
+            status, _, answer = await connection.request(
+                "POST",
+                path + "/logs",
+                body,
+                {
+                    "content-type": "application/x-protobuf",
+                    "x-lh-compress-type": "lz4",
+                    "x-lh-raw-size": str(raw),
+                },
+            )
+            if status != 200:
+                raise RuntimeError(f"put failed: {status} {answer!r}")
+        connection.close()
+
+    await asyncio.gather(*(writer(i) for i in range(connections)))

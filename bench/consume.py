@@ -22,11 +22,11 @@ from collections.abc import Sequence
 import lz4.block
 
 from _common import (
-    RawHttpConnection,
     access_log_group,
     create_logstore,
     median,
     percentile,
+    put_groups,
     start_server,
 )
 from logharbor import (
@@ -40,31 +40,6 @@ from logharbor import (
     ShardState,
 )
 from logharbor.client import CursorStart
-
-
-async def load(endpoint: str, path: str, bodies: list[tuple[bytes, int]], total: int) -> None:
-    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
-    per_client = total // 8 + 1
-
-    async def writer(index: int) -> None:
-        connection = RawHttpConnection(host, int(port))
-        await connection.connect()
-        for n in range(per_client):
-            body, raw = bodies[(index + n) % len(bodies)]
-            status, _, answer = await connection.request(
-                "POST",
-                path + "/logs",
-                body,
-                {
-                    "content-type": "application/x-protobuf",
-                    "x-lh-compress-type": "lz4",
-                    "x-lh-raw-size": str(raw),
-                },
-            )
-            assert status == 200, answer
-        connection.close()
-
-    await asyncio.gather(*(writer(i) for i in range(8)))
 
 
 class Counting(ConsumerProcessor):
@@ -161,7 +136,7 @@ def main() -> None:
     server = start_server()
     try:
         path = create_logstore(server, args.shards)
-        asyncio.run(load(server.endpoint, path, bodies, groups))
+        asyncio.run(put_groups(server.endpoint, path, bodies, groups))
         loaded = (groups // 8 + 1) * 8
         rates = [throughput(server.endpoint, loaded) for _ in range(args.runs)]
         print(f"median: one worker consumed {median(rates):.0f} MB/s of raw log data")

@@ -15,33 +15,15 @@ import time
 
 import lz4.block
 
-from _common import RawHttpConnection, access_log_group, create_logstore, median, start_server
+from _common import (
+    RawHttpConnection,
+    access_log_group,
+    create_logstore,
+    median,
+    put_groups,
+    start_server,
+)
 from logharbor.protocol.codec import encode_cursor
-
-
-async def load(endpoint: str, path: str, bodies: list[tuple[bytes, int]], total: int) -> None:
-    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
-    per_client = total // 8 + 1
-
-    async def writer(index: int) -> None:
-        connection = RawHttpConnection(host, int(port))
-        await connection.connect()
-        for n in range(per_client):
-            body, raw = bodies[(index + n) % len(bodies)]
-            status, _, answer = await connection.request(
-                "POST",
-                path + "/logs",
-                body,
-                {
-                    "content-type": "application/x-protobuf",
-                    "x-lh-compress-type": "lz4",
-                    "x-lh-raw-size": str(raw),
-                },
-            )
-            assert status == 200, answer
-        connection.close()
-
-    await asyncio.gather(*(writer(i) for i in range(8)))
 
 
 async def pull_all(endpoint: str, path: str, shards: int) -> tuple[int, int, float]:
@@ -82,7 +64,7 @@ def main() -> None:
     server = start_server()
     try:
         path = create_logstore(server, args.shards)
-        asyncio.run(load(server.endpoint, path, bodies, groups))
+        asyncio.run(put_groups(server.endpoint, path, bodies, groups))
         rates = []
         for run_index in range(args.runs):
             raw, wire, elapsed = asyncio.run(pull_all(server.endpoint, path, args.shards))

@@ -27,7 +27,7 @@ import time
 import duckdb
 import lz4.block
 
-from _common import RawHttpConnection, create_logstore, start_server
+from _common import create_logstore, put_groups, start_server
 from logharbor.protocol.schema import LogGroup
 
 DAY = 86_400
@@ -94,29 +94,6 @@ def generate(total: int, seed: int = 7) -> list[tuple[bytes, int]]:
     return groups
 
 
-async def ingest(endpoint: str, path: str, groups: list[tuple[bytes, int]]) -> None:
-    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
-
-    async def writer(index: int) -> None:
-        connection = RawHttpConnection(host, int(port))
-        await connection.connect()
-        for body, raw in groups[index::4]:
-            status, _, answer = await connection.request(
-                "POST",
-                path + "/logs",
-                body,
-                {
-                    "content-type": "application/x-protobuf",
-                    "x-lh-compress-type": "lz4",
-                    "x-lh-raw-size": str(raw),
-                },
-            )
-            assert status == 200, answer
-        connection.close()
-
-    await asyncio.gather(*(writer(i) for i in range(4)))
-
-
 def lag(server: object, path: str) -> int:
     response = server.request("GET", path + "/index")  # type: ignore[attr-defined]
     return sum(s["behindLogGroups"] for s in response.json()["lag"])
@@ -161,7 +138,7 @@ def main() -> None:
             ).encode(),
         )
         started = time.perf_counter()
-        asyncio.run(ingest(server.endpoint, path, groups))
+        asyncio.run(put_groups(server.endpoint, path, groups, len(groups), connections=4))
         written = time.perf_counter() - started
         while lag(server, path):
             time.sleep(0.05)

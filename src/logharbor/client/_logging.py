@@ -235,12 +235,8 @@ class LogHarborHandler(logging.Handler):
             super().close()
 
 
-class LoguruSink:
-    """A loguru sink: ``logger.add(LoguruSink(producer, "web", "app"))``.
-
-    Ships level, logger (the module name), message, file, line, function, process,
-    thread, the exception and every ``extra`` (``logger.bind``) field.
-    """
+class _Adapter:
+    """What the loguru and structlog adapters share: a bounded, never-blocking shipper."""
 
     def __init__(
         self,
@@ -268,6 +264,14 @@ class LoguruSink:
     @property
     def dropped(self) -> int:
         return self._shipper.dropped
+
+
+class LoguruSink(_Adapter):
+    """A loguru sink: ``logger.add(LoguruSink(producer, "web", "app"))``.
+
+    Ships level, logger (the module name), message, file, line, function, process,
+    thread, the exception and every ``extra`` (``logger.bind``) field.
+    """
 
     def __call__(self, message: Any) -> None:
         record = message.record
@@ -291,7 +295,7 @@ class LoguruSink:
         self._shipper.ship(contents, int(record["time"].timestamp() * 1e9))
 
 
-class StructlogProcessor:
+class StructlogProcessor(_Adapter):
     """A structlog processor that ships each event and passes it on unchanged::
 
         structlog.configure(processors=[
@@ -304,33 +308,6 @@ class StructlogProcessor:
     ``add_log_level`` set it; every other key is shipped as ``str()`` of its value
     (``exc_info=True`` becomes a formatted ``exception``).
     """
-
-    def __init__(
-        self,
-        producer: Producer,
-        project: str,
-        logstore: str,
-        *,
-        topic: str = "",
-        source: str | None = None,
-        tags: PairsInput | None = None,
-        overflow: Overflow = "drop",
-        block_timeout: float = 0.05,
-    ) -> None:
-        self._shipper = _Shipper(
-            producer,
-            project,
-            logstore,
-            topic=topic,
-            source=source,
-            tags=tags,
-            overflow=overflow,
-            block_timeout=block_timeout,
-        )
-
-    @property
-    def dropped(self) -> int:
-        return self._shipper.dropped
 
     def __call__(
         self, logger: object, method_name: str, event_dict: dict[str, Any]
