@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -139,6 +140,13 @@ def read_ipc(data: bytes) -> pa.Table:
 Decode = Callable[[bytes, ShardId], "Future[bytes]"]
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    start: Position
+    upto: Position
+    decoded: Future[bytes]
+
+
 @dataclass(eq=False)
 class IndexedLogstore:
     """An index store and the shard logs it follows."""
@@ -155,10 +163,12 @@ class Indexer:
         *,
         batch_bytes: int = 8 << 20,
         idle_interval: float = 0.1,
+        depth: int = 2,
     ) -> None:
         self._targets = targets
         self._decode = decode
-        self._decode = decode
+        self.depth = depth
+        self._inflight: dict[tuple[int, ShardId], deque[_Pending]] = {}
         self.batch_bytes = batch_bytes
         self.idle_interval = idle_interval
         self._stop = threading.Event()
@@ -189,37 +199,50 @@ class Indexer:
     def run_once(self) -> bool:
         """One pass over every indexed logstore; True if anything was indexed."""
         busy = False
+        seen: set[int] = set()
         for target in self._targets():
             if self._stop.is_set():
                 break
+            seen.add(id(target.store))
             try:
                 busy |= self._index(target)
             except Exception:
                 if target.store.closed:
                     continue  # dropped meanwhile
                 raise
+        for key in [k for k in self._inflight if k[0] not in seen]:
+            del self._inflight[key]  # batches of indexes dropped meanwhile
         return busy
 
     def _index(self, target: IndexedLogstore) -> bool:
-        """Decode one batch of every shard with new data (in parallel, in the worker
-        processes), then append them."""
+        """Keep up to ``depth`` batches per shard decoding in the worker processes,
+        and append the oldest decoded batch of each shard: decoding the next batches
+        overlaps with appending this one."""
         progress = target.store.progress()
-        pending: list[tuple[ShardId, Position, Future[bytes]]] = []
+        ready: list[tuple[ShardId, _Pending]] = []
         for shard_id, shard in target.shards().items():
             done = progress.get(shard_id, 0)
             begin = shard.begin
             if begin > done:  # retention dropped data: drop its rows and skip ahead
                 target.store.drop_before(shard_id, begin)
+                target.store.append(BASE_SCHEMA.empty_table(), shard_id, begin)
                 done = begin
-            if done >= shard.end:
-                if begin > progress.get(shard_id, 0):
-                    target.store.append(BASE_SCHEMA.empty_table(), shard_id, done)
-                continue
-            result = shard.read(done, count=1000, max_bytes=self.batch_bytes)
-            pending.append((shard_id, result.next_position, self._decode(result.frames, shard_id)))
-        for shard_id, upto, decoded in pending:
-            target.store.append(read_ipc(decoded.result()), shard_id, upto)
-        return bool(pending)
+            queue = self._inflight.setdefault((id(target.store), shard_id), deque())
+            if queue and queue[0].start != done:
+                queue.clear()  # stale: retention moved the shard, or another store
+            start = queue[-1].upto if queue else done
+            while len(queue) < self.depth and start < shard.end:
+                result = shard.read(start, count=1000, max_bytes=self.batch_bytes)
+                if not result.group_count:
+                    break
+                decoded = self._decode(result.frames, shard_id)
+                queue.append(_Pending(start, result.next_position, decoded))
+                start = result.next_position
+            if queue:
+                ready.append((shard_id, queue.popleft()))
+        for shard_id, pending in ready:
+            target.store.append(read_ipc(pending.decoded.result()), shard_id, pending.upto)
+        return bool(ready)
 
     @staticmethod
     def lag(target: IndexedLogstore) -> dict[ShardId, Position]:
