@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -14,10 +15,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..engine import Engine, EngineConfig, Limits
+from ..engine.documents import DocumentStore
 from ..engine.index.query import QueryLimits
+from ..engine.shipping import Shipping
 from ..protocol.errors import ErrorCode, ServiceError
 from .auth import AccessKeyStore, Authenticator
 from .compat.inlong import InLongFacade
+from .compat.sls import SignatureVerifier, SlsDispatch, SlsFacade
+from .compat.tls import TLSDispatch, TLSFacade, V4Verifier
 from .config import ServerConfig
 from .http import ByteBudget, error_response, new_request_id
 from .metrics import Metrics
@@ -34,6 +39,7 @@ class Server:
     keys: AccessKeyStore
     app: Starlette
     inlong: InLongFacade | None = None  # when config.inlong_port >= 0
+    shipping: Shipping | None = None
 
 
 class _Timing:
@@ -74,6 +80,15 @@ def build_server(config: ServerConfig) -> Server:
     )
 
     inlong = _inlong_facade(config, engine, native.budget)
+    sls, shipping = _sls_facade(config, engine, keys, native.budget, metrics)
+    tls = TLSFacade(
+        engine,
+        verifier=V4Verifier(keys.secret, skew_seconds=config.clock_skew_seconds)
+        if config.auth
+        else None,
+        observe=metrics.observe,
+        budget=native.budget,
+    )
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -103,6 +118,8 @@ def build_server(config: ServerConfig) -> Server:
                 if inlong is not None:
                     await inlong.stop()
             finally:
+                shipping.close()
+                sls.documents.close()
                 engine.close()
 
     app = Starlette(
@@ -116,8 +133,10 @@ def build_server(config: ServerConfig) -> Server:
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,
     )
+    app.add_middleware(TLSDispatch, tls=tls)
+    app.add_middleware(SlsDispatch, sls=sls)
     app.add_middleware(_Timing)
-    return Server(config, engine, keys, app, inlong)
+    return Server(config, engine, keys, app, inlong, shipping)
 
 
 def _inlong_facade(config: ServerConfig, engine: Engine, budget: ByteBudget) -> InLongFacade | None:
@@ -132,6 +151,31 @@ def _inlong_facade(config: ServerConfig, engine: Engine, budget: ByteBudget) -> 
         max_connections=config.inlong_max_connections,
         budget=budget,
     )
+
+
+def _sls_facade(
+    config: ServerConfig, engine: Engine, keys: AccessKeyStore, budget: ByteBudget, metrics: Metrics
+) -> tuple[SlsFacade, Shipping]:
+    documents = DocumentStore(config.data_dir / "documents.db", clock=engine.clock)
+    shipping = Shipping(
+        engine, documents, Path(config.shipping_dir or config.data_dir / "shipping")
+    )
+    shipping.start()
+    verifier = (
+        SignatureVerifier(keys.secret, skew_seconds=config.clock_skew_seconds)
+        if config.auth
+        else None
+    )
+    base_hosts = [*config.sls_base_hosts.split(","), config.host]
+    sls = SlsFacade(
+        engine,
+        documents,
+        verifier=verifier,
+        base_hosts=[h for h in base_hosts if h not in ("", "0.0.0.0", "::")],
+        budget=budget,
+        observe=metrics.observe,
+    )
+    return sls, shipping
 
 
 def create_app(config: ServerConfig) -> Starlette:

@@ -52,6 +52,10 @@ class ServerConfig:
     inlong_auto_create: bool = False  # create a group's project and stream's logstore on use
     inlong_advertise_host: str = ""  # the address discovery hands out; "": the one reached
     inlong_max_connections: int = 1024
+    # SLS facade (docs/sls.md): Host names whose subdomains name projects
+    # (comma-separated; the listening host is added), and where shippers deliver
+    sls_base_hosts: str = "127.0.0.1,localhost"
+    shipping_dir: str = ""  # "": <data_dir>/shipping
 
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -33,7 +33,7 @@ def log_json(row: LogRow) -> dict[str, Any]:
     }
 
 
-def _value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """SQL values as JSON: numbers and strings as they are, times as ISO 8601."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -46,9 +46,9 @@ def _value(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, list | tuple):
-        return [_value(v) for v in value]
+        return [json_value(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _value(v) for k, v in value.items()}
+        return {str(k): json_value(v) for k, v in value.items()}
     return str(value)
 
 
@@ -125,7 +125,7 @@ class SearchAPI:
         if result.has_sql:
             meta["count"] = len(result.rows)
             meta["keys"] = result.keys
-            content["rows"] = [[_value(v) for v in row] for row in result.rows]
+            content["rows"] = [[json_value(v) for v in row] for row in result.rows]
         else:
             meta["count"] = len(result.logs)
             meta["matched"] = result.matched

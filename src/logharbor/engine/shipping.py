@@ -1,0 +1,201 @@
+"""Shippers: deliver a logstore's data to files in a local directory, on a schedule.
+
+A shipper is a stored document (``documents.py``, kind ``shipper``, scoped to its
+logstore) in the SLS shape ``{"shipperName", "targetType", "targetConfiguration"}``.
+LogHarbor reads from ``targetConfiguration``:
+
+- ``bufferInterval``: seconds between deliveries (default 300, at least 1);
+- ``storage.format`` (or ``format``): ``json`` (JSON lines, the default) or ``parquet``.
+
+Every interval, the shipper reads each shard from where it stopped (at first: the
+first log group received at or after the shipper's creation) to the shard's end,
+and writes one file per shard with new data under
+``<root>/<project>/<logstore>/<shipper>/<YYYY>/<MM>/<DD>/<HH>/``.  A file is
+written under a temporary name and renamed, then the new positions are saved:
+delivery is at least once (a crash between the two repeats that file's data).
+Each run that delivered data or failed is recorded as a task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..protocol.codec import iter_frames
+from ..protocol.errors import ServiceError
+from ..protocol.schema import RawLogGroup
+from .documents import Document, DocumentKind, DocumentStore
+from .engine import Engine
+from .types import NANOS_PER_SECOND
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 300
+MAX_TASKS = 100
+_BATCH_GROUPS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ShipperSettings:
+    interval: int  # seconds
+    format: str  # "json" or "parquet"
+
+    @classmethod
+    def of(cls, document: dict[str, Any]) -> ShipperSettings:
+        target = document.get("targetConfiguration")
+        target = target if isinstance(target, dict) else {}
+        interval = target.get("bufferInterval", DEFAULT_INTERVAL)
+        if not isinstance(interval, int) or isinstance(interval, bool):
+            interval = DEFAULT_INTERVAL
+        storage = target.get("storage")
+        fmt = storage.get("format") if isinstance(storage, dict) else target.get("format")
+        return cls(max(1, interval), "parquet" if fmt == "parquet" else "json")
+
+
+def log_rows(frames: bytes) -> Iterator[dict[str, str]]:
+    """Stored frames as flat rows, SLS style: ``__time__``, ``__topic__``,
+    ``__source__``, ``__tag__:<key>`` and the contents, all strings."""
+    for frame in iter_frames(frames, verify=False):
+        group = RawLogGroup.FromString(frame.raw())
+        shared = {"__topic__": group.Topic, "__source__": group.Source}
+        shared.update({f"__tag__:{t.Key}": t.Value for t in group.LogTags})
+        for entry in group.Logs:
+            row = {"__time__": str(entry.Time), **shared}
+            for content in entry.Contents:
+                row[content.Key] = content.Value.decode("utf-8", "replace")
+            yield row
+
+
+class Shipping:
+    """Runs every shipper when it is due, on a background thread."""
+
+    def __init__(
+        self, engine: Engine, documents: DocumentStore, root: Path, *, tick: float = 0.5
+    ) -> None:
+        self.engine = engine
+        self.documents = documents
+        self.root = root
+        self.tick = tick
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="logharbor-shipping", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.tick):
+            try:
+                self.run_due()
+            except Exception:  # keep shipping the others; the next tick tries again
+                log.exception("shipping pass failed")
+
+    def run_due(self, *, force: bool = False) -> int:
+        """Run every shipper whose interval has passed (all with ``force``);
+        returns the logs delivered."""
+        delivered = 0
+        now = self.engine.clock()
+        for doc in self.documents.all(DocumentKind.SHIPPER):
+            settings = ShipperSettings.of(doc.document)
+            last = int(doc.state.get("lastRun", doc.create_time * NANOS_PER_SECOND))
+            if force or now - last >= settings.interval * NANOS_PER_SECOND:
+                delivered += self._run(doc, settings, now)
+        return delivered
+
+    def _run(self, doc: Document, settings: ShipperSettings, now: int) -> int:
+        state = dict(doc.state)
+        positions: dict[str, int] = dict(state.get("positions", {}))
+        task: dict[str, Any] = {
+            "id": f"{doc.name}-{now}",
+            "taskCreateTime": now // NANOS_PER_SECOND,
+            "taskLastDataReceiveTime": 0,
+        }
+        shipped = 0
+        try:
+            for shard in self.engine.list_shards(doc.project, doc.scope):
+                key = str(shard.shard_id)
+                start = positions.get(key)
+                if start is None:
+                    start = self.engine.cursor(
+                        doc.project, doc.scope, shard.shard_id, doc.create_time * NANOS_PER_SECOND
+                    )
+                rows, position, received = self._read(doc, shard.shard_id, start)
+                if rows:
+                    self._write(doc, settings, shard.shard_id, now, rows)
+                    shipped += len(rows)
+                    task["taskLastDataReceiveTime"] = max(
+                        task["taskLastDataReceiveTime"], received // NANOS_PER_SECOND
+                    )
+                positions[key] = position
+            task.update(taskStatus="success", taskMessage=f"{shipped} logs delivered")
+        except (ServiceError, OSError, ValueError) as exc:
+            task.update(taskStatus="fail", taskMessage=str(exc))
+        task["taskFinishTime"] = self.engine.clock() // NANOS_PER_SECOND
+        tasks = list(state.get("tasks", []))
+        if shipped or task["taskStatus"] == "fail":
+            tasks = [*tasks, task][-MAX_TASKS:]
+        state.update(positions=positions, lastRun=now, tasks=tasks)
+        self.documents.save_state(doc.project, DocumentKind.SHIPPER, doc.scope, doc.name, state)
+        return shipped
+
+    def _read(self, doc: Document, shard: int, start: int) -> tuple[list[dict[str, str]], int, int]:
+        rows: list[dict[str, str]] = []
+        position, received = start, 0
+        while True:
+            result = self.engine.pull(doc.project, doc.scope, shard, position, count=_BATCH_GROUPS)
+            if result.group_count == 0:
+                return rows, result.next_position, received
+            rows.extend(log_rows(result.frames))
+            for frame in iter_frames(result.frames, verify=False):
+                received = max(received, frame.received_ns)
+            position = result.next_position
+            if position >= result.end_position:
+                return rows, position, received
+
+    def directory(self, doc: Document) -> Path:
+        return self.root / doc.project / doc.scope / doc.name
+
+    def _write(
+        self,
+        doc: Document,
+        settings: ShipperSettings,
+        shard: int,
+        now: int,
+        rows: list[dict[str, str]],
+    ) -> Path:
+        moment = time.gmtime(now // NANOS_PER_SECOND)
+        folder = self.directory(doc) / time.strftime("%Y/%m/%d/%H", moment)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{time.strftime('%Y%m%dT%H%M%SZ', moment)}_{now % NANOS_PER_SECOND:09d}_{shard}"
+        target = folder / f"{stem}.{'parquet' if settings.format == 'parquet' else 'jsonl'}"
+        partial = target.with_name(target.name + ".partial")
+        with partial.open("wb") as out:
+            if settings.format == "parquet":
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                names = list(dict.fromkeys(name for row in rows for name in row))
+                table = pa.Table.from_pydict({n: [row.get(n) for row in rows] for n in names})
+                pq.write_table(table, out)
+            else:
+                for row in rows:
+                    out.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+            out.flush()
+            os.fsync(out.fileno())  # durable before the positions move past it
+        partial.replace(target)
+        return target
+
+    def tasks(self, doc: Document) -> list[dict[str, Any]]:
+        return list(doc.state.get("tasks", []))
