@@ -3,7 +3,8 @@
 The descriptor is assembled in code instead of shipping protoc output, so the
 module works with every protobuf runtime from 4.25 on (generated code is tied
 to the protoc version that produced it).  The schema is wire-identical to the
-one the SLS and TLS SDKs speak (../shared/specs/sls.md §4)::
+one the SLS SDK speaks (../shared/specs/sls.md §4; TLS uses other field numbers, see
+``tls_schema``)::
 
     message Log {
       required uint32 Time = 1;              // seconds since the epoch
