@@ -5,10 +5,12 @@ Sends the same ~300-byte, 9-field logs (``bench/producer.py``'s data) through:
 - the official ``aliyun-log-python-sdk`` ``put_logs`` loop (lz4, 4096 logs per call),
   in HTTP_PROXY mode (endpoint ``127.0.0.1:PORT``, docs/sls.md);
 - LogHarbor's ``Producer`` (one ``send`` per log);
-- LogHarbor's ``LogClient.put_logs`` loop (4096 logs per call).
+- LogHarbor's ``LogClient.put_logs`` loop (4096 logs per call);
+- ``aliyun-log-producer`` (PyPI, the Rust-backed SLS producer; one ``send`` per log),
+  also in HTTP_PROXY mode.  Its URL parser refuses ``<project>.127.0.0.1``, so it is
+  given the endpoint ``http://localhost:PORT`` (``localhost`` is an SLS base host).
 
-``aliyun-log-producer`` (PyPI) is not measured: it is a compiled client with its own
-endpoint handling, and it was not installed here.  Usage:
+Usage:
 
     python bench/sls.py [--logs 100000] [--runs 2]
 """
@@ -39,6 +41,31 @@ def run_sls_sdk(endpoint: str, logs: list[dict[str, str]]) -> float:
     return time.perf_counter() - started
 
 
+def run_sls_producer(endpoint: str, logs: list[dict[str, str]]) -> float:
+    import aliyun_log_producer as alp
+
+    port = endpoint.rsplit(":", 1)[1]
+    config = alp.ProducerConfig(
+        endpoint=f"http://localhost:{port}", access_key_id="unused", access_key_secret="unused"
+    )
+    failures: list[object] = []
+    started = time.perf_counter()
+    with alp.Producer(config) as producer:
+        writer = producer.writer("bench", "ls")
+        for log in logs:
+            while True:  # its buffer refuses instead of blocking: wait for room
+                try:
+                    writer.send(log, on_delivery=lambda error: error and failures.append(error))
+                    break
+                except alp.EnqueueFullError:
+                    time.sleep(0.001)
+        producer.flush()
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"aliyun-log-producer failed: {failures[:3]}")
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logs", type=int, default=100_000)
@@ -54,15 +81,22 @@ def main() -> None:
             client.create_project("bench")
             client.create_logstore("bench", "ls", shard_count=4, ttl=1)
         run_sls_sdk(server.endpoint, logs[:8192])  # warm up
-        results: dict[str, list[float]] = {"sdk": [], "producer": [], "client": []}
+        results: dict[str, list[float]] = {
+            "sdk": [],
+            "producer": [],
+            "client": [],
+            "sls-producer": [],
+        }
         for _ in range(args.runs):
             results["sdk"].append(run_sls_sdk(server.endpoint, logs))
             results["producer"].append(run_producer(server.endpoint, logs, 1)[0])
             results["client"].append(run_client(server.endpoint, logs))
+            results["sls-producer"].append(run_sls_producer(server.endpoint, logs))
         names = {
             "sdk": "aliyun-log-python-sdk put_logs loop (4096 logs/call, lz4)",
             "producer": "logharbor Producer (1 log per send)",
             "client": "logharbor LogClient.put_logs loop (4096 logs/call)",
+            "sls-producer": "aliyun-log-producer (1 log per send)",
         }
         sdk = statistics.median(results["sdk"])
         for key, label in names.items():
