@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..protocol.errors import ErrorCode, ServiceError
 from .consumer import Checkpoint, ConsumerGroupInfo
+from .sqlite import Database
 from .types import LogstoreInfo, Position, ProjectInfo, ShardInfo, ShardStatus
 
 _SCHEMA = """
@@ -98,28 +96,11 @@ def _project(row: sqlite3.Row) -> ProjectInfo:
 
 class Catalog:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        self._database = Database(path, _SCHEMA)
+        self._db = self._database.connection
+        self._lock = self._database.lock
+        self.close = self._database.close
+        self.transaction = self._database.transaction
 
     def _query(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         with self._lock:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ..protocol.errors import ErrorCode, ServiceError
+from .sqlite import Database
 from .types import Clock, wall_clock
 
 _SCHEMA = """
@@ -91,26 +89,11 @@ class DocumentStore:
 
     def __init__(self, path: Path, *, clock: Clock = wall_clock) -> None:
         self.clock = clock
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        self._database = Database(path, _SCHEMA)
+        self._db = self._database.connection
+        self._lock = self._database.lock
+        self.close = self._database.close
+        self._transaction = self._database.transaction
 
     def _now(self) -> int:
         return self.clock() // 1_000_000_000
