@@ -322,3 +322,25 @@ def test_malformed_bodies_without_auth(server_factory: Any, tmp_path: Path) -> N
         assert time.monotonic() - started < 1
         assert 400 <= answer.status_code < 500, (path, answer.text)
         assert answer.json()["errorCode"] == code, (path, answer.text)
+
+
+def test_native_deletes_also_forget_sls_documents(sls_client: Any, sls_server: Any) -> None:
+    """Machine groups belong to their project whichever API deletes it: recreating a
+    project of the same name starts empty."""
+    p = fresh_project(sls_client, 1)
+    group = MachineGroupDetail()
+    group.from_json(
+        {
+            "group_name": "web-hosts",
+            "machine_list": ["m1"],
+            "machine_type": "userdefined",
+            "group_type": "",
+            "group_attribute": {},
+        }
+    )
+    sls_client.create_machine_group(p, group)
+    assert sls_client.list_machine_group(p).get_machine_group() == ["web-hosts"]
+    deleted = sls_server.request("DELETE", f"/api/v1/projects/{p}")  # the native API
+    assert deleted.status_code == 200, deleted.text
+    sls_client.create_project(p, "again")
+    assert sls_client.list_machine_group(p).get_machine_group() == []

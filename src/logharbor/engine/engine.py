@@ -111,6 +111,7 @@ class Engine:
         self._lock = threading.RLock()  # serialises resource changes
         self._stores: dict[tuple[str, str], LogstoreRuntime] = {}
         self._indexes: dict[str, IndexStore] = {}
+        self._deletion_listeners: list[Callable[[str, str | None], None]] = []
         self._load()
         for uid in self.catalog.index_configs():
             self._open_index(uid)
@@ -187,11 +188,25 @@ class Engine:
         self.catalog.update_project(name, check_description(description), self._now_seconds())
         return self.catalog.project(name)
 
+    def on_delete(self, listener: Callable[[str, str | None], None]) -> None:
+        """Call ``listener(project, logstore)`` after a logstore is deleted, and
+        ``listener(project, None)`` after a project is, whichever facade deleted it
+        (for state kept outside the engine, such as SLS machine groups)."""
+        self._deletion_listeners.append(listener)
+
+    def _deleted(self, project: str, logstore: str | None) -> None:
+        for listener in self._deletion_listeners:
+            try:
+                listener(project, logstore)
+            except Exception:
+                log.exception("a deletion listener failed for %s/%s", project, logstore)
+
     def delete_project(self, name: str) -> None:
         with self._lock:
             self.catalog.delete_project(name)
             for key in [k for k in self._stores if k[0] == name]:
                 self._drop_runtime(self._stores.pop(key))
+        self._deleted(name, None)
 
     # ----------------------------------------------------------- logstores
 
@@ -291,6 +306,7 @@ class Engine:
             info = self.catalog.logstore(project, name)
             self.catalog.delete_logstore(info.uid)
             self._drop_runtime(self._stores.pop((project, name)))
+        self._deleted(project, name)
 
     def _drop_runtime(self, runtime: LogstoreRuntime) -> None:
         self.commit.run(runtime.close)

@@ -157,6 +157,7 @@ def _sls_facade(
     config: ServerConfig, engine: Engine, keys: AccessKeyStore, budget: ByteBudget, metrics: Metrics
 ) -> tuple[SlsFacade, Shipping]:
     documents = DocumentStore(config.data_dir / "documents.db", clock=engine.clock)
+    engine.on_delete(documents.drop)  # whichever facade deletes a project or logstore
     shipping = Shipping(
         engine, documents, Path(config.shipping_dir or config.data_dir / "shipping")
     )

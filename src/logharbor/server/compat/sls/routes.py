@@ -266,8 +266,7 @@ class SlsRoutes:
 
     async def delete_project(self, call: SlsCall) -> Response:
         project = call.need_project()
-        await run_in_threadpool(self.engine.delete_project, project)
-        self.documents.drop(project)
+        await run_in_threadpool(self.engine.delete_project, project)  # drops its documents
         return empty_response()
 
     # ----------------------------------------------------------- logstores
@@ -320,7 +319,6 @@ class SlsRoutes:
     async def delete_logstore(self, call: SlsCall) -> Response:
         project, logstore = call.need_project(), call.path["logstore"]
         await run_in_threadpool(self.engine.delete_logstore, project, logstore)
-        self.documents.drop(project, logstore)
         return empty_response()
 
     async def get_logstore_resource(self, call: SlsCall) -> Response:
