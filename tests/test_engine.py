@@ -385,3 +385,25 @@ class TestAutoSplit:
             assert engine.run_auto_split() == []
         finally:
             engine.close()
+
+
+def test_put_from_an_event_loop_waits_for_room(tmp_path: Path) -> None:
+    """With a full write queue, put_from_loop waits (in a thread) instead of failing."""
+    import asyncio
+
+    engine = Engine(EngineConfig(ingest_workers=0, data_dir=tmp_path / "e", max_pending_bytes=1))
+    try:
+        engine.create_project("pr1")
+        engine.create_logstore("pr1", "ls", shard_count=1)
+        group = prepared({"n": "x" * 1000})
+
+        async def write_all() -> list[int]:
+            futures = await asyncio.gather(
+                *(engine.put_from_loop("pr1", "ls", group) for _ in range(200))
+            )
+            results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            return sorted(r.position for r in results)
+
+        assert asyncio.run(write_all()) == list(range(200))
+    finally:
+        engine.close()

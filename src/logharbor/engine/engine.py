@@ -7,6 +7,7 @@ protocol, authenticate, call the engine and render what it returns or the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Literal
 from ..protocol.codec import MAX_HASH_KEY, format_hash_key, parse_hash_key
 from ..protocol.errors import ErrorCode, ServiceError
 from .catalog import Catalog
-from .commit import CommitLog, CommitStatistics
+from .commit import CommitLog, CommitStatistics, QueueFull
 from .consumer import (
     Checkpoint,
     ConsumerGroupInfo,
@@ -451,6 +452,16 @@ class Engine:
         """
         key = parse_hash_key(hash_key) if hash_key else None
         return self.commit.append(self._runtime(project, logstore), group, key, block=block)
+
+    async def put_from_loop(
+        self, project: str, logstore: str, group: PreparedGroup, hash_key: str | None = None
+    ) -> Future[PutResult]:
+        """``put`` for callers on an event loop: queues at once when the write queue
+        has room, else waits for room in a thread, never blocking the loop."""
+        try:
+            return self.put(project, logstore, group, hash_key, block=False)
+        except QueueFull:
+            return await asyncio.to_thread(self.put, project, logstore, group, hash_key)
 
     def require_logstore(self, project: str, logstore: str) -> None:
         """Raise the precise not-found error unless the logstore exists."""

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..engine import Engine, PreparedGroup, QueueFull, prepare_json
+from ..engine import Engine, PreparedGroup, prepare_json
 from ..engine.types import (
     NANOS_PER_SECOND,
     LogstoreInfo,
@@ -354,12 +354,7 @@ class NativeAPI:
         hash_key = call.query.get("hashKey") or None
         self.engine.require_logstore(project, logstore)
         group = await self._prepared(call)
-        try:
-            future = self.engine.put(project, logstore, group, hash_key, block=False)
-        except QueueFull:  # wait for room off the event loop
-            future = await run_in_threadpool(
-                lambda: self.engine.put(project, logstore, group, hash_key)
-            )
+        future = await self.engine.put_from_loop(project, logstore, group, hash_key)
         result = await asyncio.wrap_future(future)
         return JSONResponse(
             {

@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import Awaitable
 
-from ....engine import Engine, PutResult, QueueFull
+from ....engine import Engine, PutResult
 from ....engine.dedupe import RecentIds
 from ....engine.mapping import InLongBatch, inlong_log_group, inlong_project, open_inlong_stream
 from ....protocol.errors import ErrorCode, ServiceError
@@ -94,10 +94,7 @@ class InLongService:
             self.recent.put(key, durable)  # before any await: a retry finds it
         try:
             group = inlong_log_group(batch, self.engine.limits, now=self.engine.clock())
-            try:
-                written = self.engine.put(project, logstore, group, block=False)
-            except QueueFull:  # wait for room off the event loop
-                written = await asyncio.to_thread(self.engine.put, project, logstore, group)
+            written = await self.engine.put_from_loop(project, logstore, group)
         except BaseException as exc:
             self.recent.discard(key, durable)
             if isinstance(exc, Exception):

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ....engine import Engine, QueueFull
+from ....engine import Engine
 from ....engine.documents import DocumentKind, DocumentStore
 from ....engine.index.query import LogRow, QueryResult
 from ....engine.types import NANOS_PER_SECOND, ShardStatus
@@ -389,12 +389,7 @@ class SlsRoutes:
         hash_key = call.params.get("key") if call.request.url.path.endswith("/route") else None
         if call.request.url.path.endswith("/route") and not hash_key:
             raise ServiceError(ErrorCode.INVALID_HASH_KEY, "key (the hash key) is required")
-        try:
-            future = self.engine.put(project, logstore, group, hash_key, block=False)
-        except QueueFull:  # wait for room off the event loop
-            future = await run_in_threadpool(
-                lambda: self.engine.put(project, logstore, group, hash_key)
-            )
+        future = await self.engine.put_from_loop(project, logstore, group, hash_key)
         await asyncio.wrap_future(future)
         return empty_response()
 

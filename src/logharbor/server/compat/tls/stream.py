@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from ....engine import Engine, PreparedGroup, QueueFull
+from ....engine import Engine, PreparedGroup
 from ....engine.engine import CursorFrom
 from ....engine.tls_mapping import frames_to_tls_list, parse_tls_log_group_list, tls_to_prepared
 from ....engine.types import NANOS_PER_SECOND, PutResult
@@ -57,16 +57,9 @@ class StreamAPI:
             groups = await run_in_threadpool(self._prepare, call)
         futures: list[Future[PutResult]] = []
         for group in groups:
-            try:
-                futures.append(
-                    self.engine.put(topic.project, topic.name, group, hash_key, block=False)
-                )
-            except QueueFull:  # wait for room off the event loop
-                futures.append(
-                    await run_in_threadpool(
-                        self.engine.put, topic.project, topic.name, group, hash_key
-                    )
-                )
+            futures.append(
+                await self.engine.put_from_loop(topic.project, topic.name, group, hash_key)
+            )
         for future in futures:
             await asyncio.wrap_future(future)
         return ok()
