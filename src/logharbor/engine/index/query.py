@@ -195,12 +195,7 @@ class QueryRunner:
             )
         search, sql = split_query(query)
         columns = store.columns()
-        where = (
-            f"t >= {int(from_ns)} AND t < {int(to_ns)} "
-            f"AND {compile_search(search, config, columns)}"
-        )
-        if topic is not None:
-            where += f" AND topic = {sql_string(topic)}"
+        where = _where(search, config, columns, from_ns, to_ns, topic)
         if sql is not None:
             keys, rows = self._execute(store, self._analysis(sql, where, config, columns))
             result = QueryResult(
@@ -285,12 +280,7 @@ class QueryRunner:
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "interval gives too many buckets")
         step = interval * NANOS_PER_SECOND
         start = from_ns - from_ns % step
-        where = (
-            f"t >= {int(from_ns)} AND t < {int(to_ns)} "
-            f"AND {compile_search(search, config, store.columns())}"
-        )
-        if topic is not None:
-            where += f" AND topic = {sql_string(topic)}"
+        where = _where(search, config, store.columns(), from_ns, to_ns, topic)
         _, rows = self._execute(
             store,
             f"SELECT (t - {start}) // {step} AS b, count(*) FROM logs WHERE {where} GROUP BY b",
@@ -335,6 +325,23 @@ class QueryRunner:
             [_log_row(r, fields) for r in reversed(older)],
             [_log_row(r, fields) for r in newer],
         )
+
+
+def _where(
+    search: str,
+    config: IndexConfig,
+    columns: dict[str, str],
+    from_ns: int,
+    to_ns: int,
+    topic: str | None,
+) -> str:
+    """The rows a search keeps: its predicate, the time range ``[from, to)`` and the topic."""
+    where = (
+        f"t >= {int(from_ns)} AND t < {int(to_ns)} AND {compile_search(search, config, columns)}"
+    )
+    if topic is not None:
+        where += f" AND topic = {sql_string(topic)}"
+    return where
 
 
 def _quote(name: str) -> str:
