@@ -123,24 +123,32 @@ class Call:
         return document
 
     def int_param(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.query.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise ServiceError(
-                ErrorCode.INVALID_PARAMETER, f"{name} must be an integer from {low} to {high}"
-            )
-        return value
+        return int_param(self.query.get(name), name, default, low, high)
 
     def shard_id(self) -> int:
-        raw = self.path("shard")
-        if not raw.isdigit() or len(raw) > 9:
-            raise ServiceError(ErrorCode.SHARD_NOT_EXIST, f"shard {raw!r} does not exist")
-        return int(raw)
+        return shard_id(self.path("shard"))
+
+
+def int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    """A query parameter as an integer from ``low`` to ``high`` (``default`` if absent)."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER, f"{name} must be an integer from {low} to {high}"
+        )
+    return value
+
+
+def shard_id(raw: str) -> int:
+    """A shard id from a path; anything else is a shard that does not exist."""
+    if not raw.isdigit() or len(raw) > 9:
+        raise ServiceError(ErrorCode.SHARD_NOT_EXIST, f"shard {raw!r} does not exist")
+    return int(raw)
 
 
 Handler = Callable[[Call], Awaitable[Response]]

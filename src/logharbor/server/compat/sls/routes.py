@@ -20,6 +20,7 @@ from ....engine.index.query import LogRow, QueryResult
 from ....engine.types import NANOS_PER_SECOND, ShardStatus
 from ....protocol.codec import CodecError, decode_cursor, encode_cursor
 from ....protocol.errors import ErrorCode, ServiceError
+from ...http import int_param, shard_id
 from .wire import (
     PROTOBUF_MEDIA_TYPE,
     empty_response,
@@ -74,24 +75,10 @@ class SlsCall:
         return document
 
     def int_param(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.params.get(name, "")
-        if raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise ServiceError(
-                ErrorCode.INVALID_PARAMETER, f"{name} must be an integer from {low} to {high}"
-            )
-        return value
+        return int_param(self.params.get(name), name, default, low, high)
 
     def shard(self) -> int:
-        raw = self.path["shard"]
-        if not raw.isdigit() or len(raw) > 9:
-            raise ServiceError(ErrorCode.SHARD_NOT_EXIST, f"shard {raw!r} does not exist")
-        return int(raw)
+        return shard_id(self.path["shard"])
 
     def cursor(self, name: str) -> int:
         value = self.params.get(name, "")
