@@ -20,6 +20,7 @@ import struct
 from collections.abc import Collection, Iterable, Mapping
 
 from ..protocol import schema
+from ..protocol.codec import encode_varint
 from ._models import NANOS_PER_SECOND, LogItem
 
 _FIXED32 = struct.Struct("<I")
@@ -28,20 +29,11 @@ _SHORT_VALUE = 256  # value lengths with a precomputed field header
 _MAX_CACHED_KEYS = 4096
 
 
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_VARINTS = [varint(n) for n in range(_SMALL)]
+_VARINTS = [encode_varint(n) for n in range(_SMALL)]
 
 
 def _varint(value: int) -> bytes:
-    return _VARINTS[value] if value < _SMALL else varint(value)
+    return _VARINTS[value] if value < _SMALL else encode_varint(value)
 
 
 def _key_prefix(key: str) -> bytes:
@@ -74,7 +66,7 @@ def _time_field(seconds: int) -> bytes:
     last = _last_second
     if last[0] == seconds:
         return last[1]
-    field = b"\x08" + varint(seconds)
+    field = b"\x08" + encode_varint(seconds)
     _last_second = (seconds, field)
     return field
 

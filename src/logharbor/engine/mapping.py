@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..protocol.codec import Compression, compress
+from ..protocol.codec import Compression, compress, encode_varint, length_delimited
 from ..protocol.errors import ErrorCode, ServiceError
 from .ingest import Limits, PreparedGroup
 from .names import check_name
@@ -83,22 +83,9 @@ def inlong_names(group_id: str, stream_id: str) -> tuple[str, str]:
         ) from None
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + _varint(len(payload)) + payload
-
-
 def _pair(key: bytes, value: bytes) -> bytes:
     # Content / LogTag: Key = 1, Value = 2
-    return _field(0x0A, key) + _field(0x12, value)
+    return length_delimited(0x0A, key) + length_delimited(0x12, value)
 
 
 def addcol_contents(attributes: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -125,21 +112,21 @@ def inlong_log_group(batch: InLongBatch, limits: Limits, *, now: Nanos) -> Prepa
     if batch.time_ms is not None and not 0 <= batch.time_ms < _MAX_TIME_MS:
         raise ServiceError(ErrorCode.INVALID_PARAMETER, f"dt {batch.time_ms} is out of range")
     seconds, nanos = divmod(time_ns, NANOS_PER_SECOND)
-    head = b"\x08" + _varint(seconds)  # Log.Time = 1
+    head = b"\x08" + encode_varint(seconds)  # Log.Time = 1
     for key, value in addcol_contents(batch.attributes):
-        head += _field(0x12, _pair(key.encode(), value.encode()))  # Log.Contents = 2
-    content_key = _field(0x0A, CONTENT_KEY.encode())
+        head += length_delimited(0x12, _pair(key.encode(), value.encode()))  # Log.Contents = 2
+    content_key = length_delimited(0x0A, CONTENT_KEY.encode())
     tail = b"\x25" + struct.pack("<I", nanos)  # Log.Time_ns = 4, fixed32
     parts = []
     for message in batch.messages:
-        content = content_key + _field(0x12, message)
-        log = head + _field(0x12, content) + tail
-        parts.append(_field(0x0A, log))  # LogGroup.Logs = 1
+        content = content_key + length_delimited(0x12, message)
+        log = head + length_delimited(0x12, content) + tail
+        parts.append(length_delimited(0x0A, log))  # LogGroup.Logs = 1
     if batch.source:
-        parts.append(_field(0x22, batch.source.encode()))  # LogGroup.Source = 4
+        parts.append(length_delimited(0x22, batch.source.encode()))  # LogGroup.Source = 4
     for key, value in batch.attributes:
         if key not in TRANSPORT_ATTRIBUTES and not _ADDCOL.fullmatch(key):
-            parts.append(_field(0x32, _pair(key.encode(), value.encode())))  # LogTags = 6
+            parts.append(length_delimited(0x32, _pair(key.encode(), value.encode())))  # LogTags = 6
     raw = b"".join(parts)
     if len(raw) > limits.max_raw_bytes:
         raise ServiceError(

@@ -25,7 +25,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from ..protocol.codec import Compression, compress, iter_frames
+from ..protocol.codec import Compression, compress, iter_frames, length_delimited
 from ..protocol.errors import ErrorCode, ServiceError
 from ..protocol.schema import RawLogGroup
 from ..protocol.tls_schema import TlsLogGroup, TlsLogGroupList
@@ -145,19 +145,10 @@ def _tls_group(raw: bytes) -> bytes:
     return data
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def frames_to_tls_list(frames: bytes) -> tuple[bytes, int]:
     """Stored frames as a serialized TLS ``LogGroupList`` and its log group count."""
     parts = []
     for frame in iter_frames(frames, verify=False):
         group = _tls_group(frame.raw())
-        parts.append(b"\x0a" + _varint(len(group)) + group)  # LogGroupList.LogGroups = 1
+        parts.append(length_delimited(0x0A, group))  # LogGroupList.LogGroups = 1
     return b"".join(parts), len(parts)

@@ -153,6 +153,26 @@ def _deflate(data: bytes, max_raw_size: int) -> bytes:
     return out
 
 
+# ------------------------------------------------------------- protobuf wire
+
+
+def encode_varint(value: int) -> bytes:
+    """A non-negative integer as a protobuf varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def length_delimited(tag: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field: its tag byte (field number < 16), the
+    payload's length as a varint, the payload.  A ``LogGroupList`` is such fields
+    (tag ``0x0A``) around serialized log groups."""
+    return bytes((tag,)) + encode_varint(len(payload)) + payload
+
+
 # ---------------------------------------------------------------- cursors
 
 

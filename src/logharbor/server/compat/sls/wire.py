@@ -12,7 +12,7 @@ from typing import Any
 from starlette.responses import Response
 
 from ....engine.types import LogstoreInfo, ProjectInfo, ShardInfo
-from ....protocol.codec import Compression, compress, iter_frames
+from ....protocol.codec import Compression, compress, iter_frames, length_delimited
 from ....protocol.errors import ErrorCode, ServiceError
 
 REQUEST_ID_HEADER = "x-log-requestid"
@@ -78,24 +78,12 @@ def response_compression(accept_encoding: str | None) -> Compression:
     return Compression.NONE
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def log_group_list(frames: bytes) -> bytes:
     """Stored frames as a ``LogGroupList``: field 1 wrapping each stored group."""
     parts = []
     for frame in iter_frames(frames, verify=False):
         raw = frame.raw()
-        parts += [b"\x0a", _varint(len(raw)), raw]
+        parts.append(length_delimited(0x0A, raw))
     return b"".join(parts)
 
 
