@@ -18,10 +18,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import pyarrow as pa
 
+from ..._native import speedups
 from ...protocol.codec import iter_frames
 from ...protocol.schema import LogGroup
 from ..shardlog import ShardLog
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 def decode_frames(frames: bytes, shard: ShardId) -> pa.Table:
     """Decode stored frames into index rows: the base columns, then one ``c:<field>``
     column per field name seen (NULL where a log lacks the field)."""
-    times: list[int] = []
     positions: list[int] = []
     indexes: list[int] = []
     topics: list[str] = []
@@ -42,32 +42,25 @@ def decode_frames(frames: bytes, shard: ShardId) -> pa.Table:
     tag_offsets = [0]
     tag_keys: list[str] = []
     tag_values: list[str] = []
+    times: list[int] = []
     fields: dict[str, list[str | None]] = {}
     row = 0
     for frame in iter_frames(frames, verify=False):
-        group = LogGroup.FromString(frame.raw())
-        group_tags = _unique([(t.Key, t.Value) for t in group.LogTags])
-        rows = _rows(group)
-        for number, (time_ns, pairs) in enumerate(rows):
-            for key, value in pairs:
-                column = fields.get(key)
-                if column is None:
-                    column = fields[key] = [None] * row
-                elif len(column) > row:
-                    continue  # a repeated field name: the first value stays
-                elif len(column) < row:
-                    column.extend([None] * (row - len(column)))
-                column.append(value)
-            times.append(time_ns)
-            tag_keys.extend([k for k, _ in group_tags])
-            tag_values.extend([v for _, v in group_tags])
+        group_times, topic, source, tags = decode_group(frame.raw(), fields, row)
+        count = len(group_times)
+        group_tags = _unique(tags)
+        keys = [k for k, _ in group_tags]
+        values = [v for _, v in group_tags]
+        for _ in range(count):
+            tag_keys.extend(keys)
+            tag_values.extend(values)
             tag_offsets.append(len(tag_keys))
-            indexes.append(number)
-            row += 1
-        count = len(rows)
+        times.extend(group_times)
+        indexes.extend(range(count))
         positions.extend([frame.position] * count)
-        topics.extend([group.Topic] * count)
-        sources.extend([group.Source] * count)
+        topics.extend([topic] * count)
+        sources.extend([source] * count)
+        row += count
     arrays = [
         pa.array(times, pa.int64()),
         pa.array([shard] * row, pa.int32()),
@@ -85,14 +78,42 @@ def decode_frames(frames: bytes, shard: ShardId) -> pa.Table:
     return pa.table(arrays, names=names)
 
 
-Row = tuple[int, list[tuple[str, str]]]
+GroupRows = tuple[list[int], str, str, list[tuple[str, str]]]
 
 
-def _rows(group: Any) -> list[Row]:
-    return [
-        (entry.Time * NANOS_PER_SECOND + entry.Time_ns, [(c.Key, c.Value) for c in entry.Contents])
-        for entry in group.Logs
-    ]
+def decode_group_python(raw: bytes, fields: dict[str, list[str | None]], row: int) -> GroupRows:
+    """Decode one serialized LogGroup whose logs become rows ``row, row + 1, ...``:
+    append each log's field values to ``fields`` (a column per field name, padded
+    with None; a repeated field name in one log keeps its first value) and return
+    the logs' times in ns, the topic, the source and the tags.  Text that is not
+    UTF-8 is decoded with replacement characters."""
+    group = LogGroup.FromString(raw)
+    times: list[int] = []
+    for entry in group.Logs:
+        for content in entry.Contents:
+            key = _text(content.Key)
+            column = fields.get(key)
+            if column is None:
+                column = fields[key] = [None] * row
+            elif len(column) > row:
+                continue  # a repeated field name: the first value stays
+            elif len(column) < row:
+                column.extend([None] * (row - len(column)))
+            column.append(_text(content.Value))
+        times.append(entry.Time * NANOS_PER_SECOND + entry.Time_ns)
+        row += 1
+    tags = [(_text(tag.Key), _text(tag.Value)) for tag in group.LogTags]
+    return times, _text(group.Topic), _text(group.Source), tags
+
+
+def _decode_group_c(raw: bytes, fields: dict[str, list[str | None]], row: int) -> GroupRows:
+    result: GroupRows = speedups.decode_log_group(raw, fields, row)
+    return result
+
+
+decode_group: Callable[[bytes, dict[str, list[str | None]], int], GroupRows] = (
+    decode_group_python if speedups is None else _decode_group_c
+)
 
 
 def _strings(values: list[Any]) -> pa.Array:
@@ -102,6 +123,10 @@ def _strings(values: list[Any]) -> pa.Array:
         return pa.array([_text(v) for v in values], pa.string())
 
 
+@overload
+def _text(value: str | bytes) -> str: ...
+@overload
+def _text(value: None) -> None: ...
 def _text(value: str | bytes | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
