@@ -1,0 +1,192 @@
+"""Sealed segments are re-compressed with zstd, and nothing else changes.
+
+A shard log appends the clients' lz4 log groups as they came.  Once a segment is
+sealed, the maintenance pass rewrites it with zstd: the same positions, receive
+times and log groups, in less space.  Readers, retention, restarts and crashes
+in the middle of a swap all keep working.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from groups import prepared
+from logharbor.engine import Engine, EngineConfig
+from logharbor.engine.shardlog import COMPACT_SUFFIX
+from logharbor.engine.types import NANOS_PER_DAY, NANOS_PER_SECOND
+from logharbor.protocol.codec import Compression, iter_frames
+
+
+def config(path: Path, **overrides: object) -> EngineConfig:
+    settings: dict[str, object] = {
+        "ingest_workers": 0,
+        "data_dir": path,
+        "segment_bytes": 12_000,  # three log groups per segment
+        "retention_interval": 3600,  # passes run only when a test asks
+        **overrides,
+    }
+    return EngineConfig(**settings)  # type: ignore[arg-type]
+
+
+def write(engine: Engine, count: int) -> None:
+    """``count`` log groups of 200 access-log-like logs (about 4 KiB with lz4)."""
+    rng = random.Random(count)
+    for i in range(count):
+        logs = [
+            {
+                "n": str(i),
+                "path": f"/api/v1/orders/{rng.randrange(10**6)}",
+                "status": rng.choice(["200", "404", "500"]),
+                "msg": f"served in {rng.randrange(900)}ms by worker {rng.randrange(16)}",
+            }
+            for _ in range(200)
+        ]
+        engine.put("prj", "ls", prepared(*logs)).result()
+
+
+def snapshot(engine: Engine) -> list[tuple[int, int, int, int, bytes]]:
+    """Every stored group as (position, receive time, raw size, log count, raw bytes)."""
+    result = engine.pull("prj", "ls", 0, 0, count=1000, max_bytes=1 << 26)
+    return [
+        (f.position, f.received_ns, f.raw_size, f.log_count, f.raw())
+        for f in iter_frames(result.frames)
+    ]
+
+
+def shard_files(root: Path) -> list[Path]:
+    return sorted((root / "shards").rglob("*.log"))
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    engine = Engine(config(tmp_path / "e"))
+    engine.create_project("prj")
+    engine.create_logstore("prj", "ls", shard_count=1)
+    yield engine  # type: ignore[misc]
+    engine.close()
+
+
+def test_sealed_segments_become_zstd_and_read_the_same(engine: Engine, tmp_path: Path) -> None:
+    write(engine, 30)
+    before = snapshot(engine)
+    size_before = sum(p.stat().st_size for p in shard_files(tmp_path / "e"))
+
+    compacted = engine.run_compaction()
+
+    assert compacted >= 2
+    assert snapshot(engine) == before
+    files = shard_files(tmp_path / "e")
+    assert [p.name.endswith(COMPACT_SUFFIX) for p in files] == [True] * compacted + [False]
+    assert sum(p.stat().st_size for p in files) < size_before
+    stored = iter_frames(engine.pull("prj", "ls", 0, 0, count=1).frames)
+    assert next(stored).compression is Compression.ZSTD
+    assert engine.run_compaction() == 0  # done once
+    write(engine, 1)  # the active segment still takes writes
+    assert snapshot(engine)[:-1] == before
+
+
+def test_compacted_segments_survive_a_restart(tmp_path: Path) -> None:
+    engine = Engine(config(tmp_path / "e"))
+    engine.create_project("prj")
+    engine.create_logstore("prj", "ls", shard_count=1)
+    write(engine, 20)
+    before = snapshot(engine)
+    engine.run_compaction()
+    engine.close()
+
+    engine = Engine(config(tmp_path / "e"))
+    try:
+        assert snapshot(engine) == before
+        write(engine, 1)
+        assert len(snapshot(engine)) == len(before) + 1
+    finally:
+        engine.close()
+
+
+def test_a_crash_during_the_swap_keeps_one_copy(tmp_path: Path) -> None:
+    """The compacted copy is complete once renamed: if the original is still
+    there after a crash, it goes; a half-written copy (``.tmp``) goes too."""
+    engine = Engine(config(tmp_path / "e"))
+    engine.create_project("prj")
+    engine.create_logstore("prj", "ls", shard_count=1)
+    write(engine, 20)
+    before = snapshot(engine)
+    originals = {p: p.read_bytes() for p in shard_files(tmp_path / "e")[:-1]}
+    engine.run_compaction()
+    engine.close()
+    for path, data in originals.items():  # as if the crash came before the unlink
+        path.write_bytes(data)
+    first = next(iter(originals))
+    shutil.copy(first, first.with_name(first.name + ".z.tmp"))  # and a torn copy
+
+    engine = Engine(config(tmp_path / "e"))
+    try:
+        assert snapshot(engine) == before
+        names = [p.name for p in (first.parent).iterdir()]
+        assert not any(name.endswith(".tmp") for name in names)
+        assert all(not p.exists() for p in originals)
+    finally:
+        engine.close()
+
+
+def test_retention_and_compaction_do_not_trip_over_each_other(tmp_path: Path) -> None:
+    now = [1_800_000_000 * NANOS_PER_SECOND]
+    engine = Engine(config(tmp_path / "e", clock=lambda: now[0]))
+    try:
+        engine.create_project("prj")
+        engine.create_logstore("prj", "ls", shard_count=1, ttl=1)
+        write(engine, 20)
+        shard = engine._runtime("prj", "ls").shards[0]
+        segment = shard.compactable()[0]
+        replacement = shard.compact(segment)
+        assert replacement is not None
+        now[0] += 2 * NANOS_PER_DAY
+        write(engine, 1)
+        dropped = engine.run_retention()  # drops the segment being compacted, and more
+        assert dropped >= 3
+        assert shard.swap_compacted(segment, replacement) is False
+        assert not replacement.path.exists()
+        assert snapshot(engine)[0][0] == dropped
+    finally:
+        engine.close()
+
+
+def test_readers_see_every_group_while_segments_are_swapped(engine: Engine) -> None:
+    write(engine, 40)
+    expected = snapshot(engine)
+    failures: list[object] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            got = snapshot(engine)
+            if got != expected:
+                failures.append(len(got))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert engine.run_compaction() >= 2
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+
+
+def test_compaction_can_be_turned_off(tmp_path: Path) -> None:
+    engine = Engine(config(tmp_path / "e", compact_level=0))
+    try:
+        engine.create_project("prj")
+        engine.create_logstore("prj", "ls", shard_count=1)
+        write(engine, 20)
+        assert engine.run_compaction() == 0
+        assert not any(p.name.endswith(COMPACT_SUFFIX) for p in shard_files(tmp_path / "e"))
+    finally:
+        engine.close()
