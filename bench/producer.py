@@ -1,9 +1,10 @@
 """Producer throughput: one Python process sends ~300-byte logs with 9 fields.
 
 Prints logs/s and MB/s of raw (encoded protobuf) log data delivered through a
-``Producer`` (one ``send`` per log, and ``send`` of 100 logs per call), the peak RSS
-of this process, and the same logs through a plain ``LogClient.put_logs`` loop
-(4096 logs per call), as a ratio.  Usage:
+``Producer`` (one ``send`` per log, and ``send`` of 100 logs per call), the CPU time
+of this process per log (its threads share the GIL, so this is what limits it), the
+peak RSS of this process, and the same logs through a plain ``LogClient.put_logs``
+loop (4096 logs per call), as a ratio.  Usage:
 
     python bench/producer.py [--logs 300000] [--runs 3]
 """
@@ -41,9 +42,13 @@ def make_logs(count: int, seed: int = 7) -> list[dict[str, str]]:
     ]
 
 
-def run_producer(endpoint: str, logs: list[dict[str, str]], per_call: int) -> tuple[float, int]:
+def run_producer(
+    endpoint: str, logs: list[dict[str, str]], per_call: int
+) -> tuple[float, int, float]:
+    """Seconds taken, raw bytes delivered, CPU seconds of this process (all threads)."""
     config = ProducerConfig(batch=BatchPolicy(linger=0.2), workers=4)
     producer = Producer(endpoint, config=config)
+    cpu = time.process_time()
     started = time.perf_counter()
     if per_call == 1:
         send = producer.send
@@ -54,9 +59,10 @@ def run_producer(endpoint: str, logs: list[dict[str, str]], per_call: int) -> tu
             producer.send("bench", "ls", logs[i : i + per_call])
     producer.close()
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     stats = producer.statistics()
     assert stats.delivered_logs == len(logs), stats
-    return elapsed, stats.delivered_bytes
+    return elapsed, stats.delivered_bytes, cpu
 
 
 def run_client(endpoint: str, logs: list[dict[str, str]]) -> float:
@@ -87,11 +93,12 @@ def main() -> None:
         for per_call in (1, 100):
             times = []
             for _ in range(args.runs):
-                elapsed, raw = run_producer(server.endpoint, logs, per_call)
+                elapsed, raw, cpu = run_producer(server.endpoint, logs, per_call)
                 times.append(elapsed)
                 print(
                     f"producer, {per_call:>3} log(s) per send: {len(logs) / elapsed:,.0f} logs/s, "
-                    f"{raw / elapsed / 1e6:.1f} MB/s raw ({raw / len(logs):.0f} B/log)"
+                    f"{raw / elapsed / 1e6:.1f} MB/s raw ({raw / len(logs):.0f} B/log), "
+                    f"{cpu / len(logs) * 1e6:.1f} µs of CPU per log in this process"
                 )
             figures[per_call] = statistics.median(times)
             print(

@@ -7,6 +7,7 @@ answer 429/500 on demand or to hang (``httpx.MockTransport``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import socket
 import threading
@@ -32,9 +33,11 @@ from logharbor import (
     ProducerConfig,
     ProducerState,
     RetryPolicy,
+    SendFuture,
     SendResult,
 )
 from logharbor.client._encoding import encode_item, group_suffix
+from logharbor.client._producer import _SenderPool
 
 FAST_RETRY = RetryPolicy(max_retries=200, backoff_base=0.01, backoff_max=0.1)
 
@@ -106,6 +109,22 @@ def test_the_fast_encoding_is_byte_identical_to_the_protobuf_model(
     entry = encode_item(item, 0)
 
     assert entry + entry + group_suffix("t", "s", tags) == expected
+
+
+@pytest.mark.parametrize("value_length", [0, 1, 127, 128, 255, 256, 16_200, 16_400])
+@pytest.mark.parametrize("nanos", [0, 1, 999_999_999])
+def test_a_dict_encodes_like_the_protobuf_model_on_first_and_later_sends(
+    value_length: int, nanos: int
+) -> None:
+    # The first encoding of a key fills the header cache, later ones use it; lengths
+    # around 128 and 16384 change the size of varints.
+    contents = {"k": "v" * value_length, "ключ": "é", "last": ""}
+    time_ns = 1_700_000_000 * 1_000_000_000 + nanos
+    expected = LogGroup([LogItem(contents, time_ns)]).to_protobuf()
+
+    assert encode_item(contents, time_ns) == expected
+    assert encode_item(contents, time_ns) == expected
+    assert encode_item(LogItem(contents, time_ns), 0) == expected
 
 
 def test_contents_that_are_not_strings_are_refused_at_send_time(server: ServerProcess) -> None:
@@ -362,7 +381,7 @@ def test_logs_sent_while_the_server_is_down_arrive_once_it_is_back(
     assert found == list(range(300))
 
 
-# ---------------------------------------------------------------- backpressure
+# -------------------------------------------------------------------- futures
 
 
 class Gate:
@@ -374,6 +393,148 @@ class Gate:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.opened.wait(10)
         return httpx.Response(200, json={"shardId": 0, "cursor": "MA==", "logCount": 1})
+
+
+AnyFuture = SendFuture | concurrent.futures.Future[object]
+
+
+def pending_concurrent_future() -> tuple[concurrent.futures.Future[object], Callable[[], object]]:
+    future: concurrent.futures.Future[object] = concurrent.futures.Future()
+    return future, lambda: future.set_result("done")
+
+
+def pending_send_future() -> tuple[SendFuture, Callable[[], object]]:
+    gate = Gate()
+    producer = scripted_producer(gate, batch=BatchPolicy(linger=0))
+    future = producer.send("p", "l", {"a": "b"})
+
+    def complete() -> None:
+        gate.opened.set()
+        producer.close()
+
+    return future, complete
+
+
+@pytest.mark.parametrize("pending", [pending_concurrent_future, pending_send_future])
+def test_a_send_future_behaves_like_a_concurrent_future(
+    pending: Callable[[], tuple[AnyFuture, Callable[[], object]]],
+) -> None:
+    future, complete = pending()
+    called: list[tuple[object, str]] = []
+    first_call = threading.Event()
+
+    def record(done: object) -> None:
+        called.append((done, threading.current_thread().name))
+        first_call.set()
+
+    def fail(done: object) -> None:
+        raise RuntimeError("a failing callback does not stop the others")
+
+    assert not future.done()
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.05)
+    with pytest.raises(TimeoutError):
+        future.exception(timeout=0)
+    future.add_done_callback(fail)
+    future.add_done_callback(record)
+    assert called == []
+
+    complete()
+
+    assert future.result(timeout=10) is future.result()  # the same result every time
+    assert future.done() and future.exception() is None
+    assert first_call.wait(10)  # the callback added before completion ran (once)
+    future.add_done_callback(record)  # once done, a callback runs at once, in this thread
+    assert [done for done, _ in called] == [future, future]
+    assert called[1][1] == threading.current_thread().name
+
+
+def test_the_callback_of_a_send_has_run_once_its_future_is_done() -> None:
+    gate = Gate()
+    seen: list[SendResult] = []
+    producer = scripted_producer(gate, batch=BatchPolicy(linger=0))
+    futures = [producer.send("p", "l", {"i": str(i)}, callback=seen.append) for i in range(3)]
+    gate.opened.set()
+
+    results = [future.result(timeout=10) for future in futures]
+
+    assert all(future.done() for future in futures)
+    assert len(seen) == 3 and {id(r) for r in seen} == {id(r) for r in results}
+    producer.close()
+
+
+def test_the_exception_of_a_failed_send_is_its_final_error() -> None:
+    with scripted_producer(Script(400)) as producer:
+        future = producer.send("p", "l", {"a": "b"})
+        error = future.exception(timeout=10)
+
+    assert isinstance(error, ClientError) and error is future.result().error
+
+
+def refusing(marker: str) -> Callable[[httpx.Request], httpx.Response]:
+    """A transport (for ``compression="none"``) that refuses the batches holding a log
+    whose ``i`` is ``marker``, and stores the others."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        group = LogGroup.from_protobuf(request.content)
+        if any(log.get("i") == marker for log in group.logs):
+            body = {"errorCode": "InvalidLogGroup", "errorMessage": "no", "requestId": "R2"}
+            return httpx.Response(400, json=body)
+        return httpx.Response(200, json={"shardId": 0, "cursor": "MA==", "logCount": 1})
+
+    return answer
+
+
+def test_a_send_spread_over_several_batches_has_one_outcome() -> None:
+    seen: list[SendResult] = []
+    batch = BatchPolicy(max_count=10, linger=0.01)
+    with scripted_producer(refusing("12"), batch=batch, compression="none") as producer:
+        first = producer.send("p", "l", {"i": "first"})
+        spread = producer.send("p", "l", [{"i": str(i)} for i in range(25)], callback=seen.append)
+        result = spread.result(timeout=10)  # batches [first, 0..8], [9..18], [19..24]
+
+    assert first.result().success
+    assert not result.success and result.log_count == 25 and seen == [result]
+    assert isinstance(result.error, ClientError) and result.error.request_id == "R2"
+    assert sorted(a.code for a in result.attempts) == ["InvalidLogGroup", "OK", "OK"]
+    assert [log.get("i") for log in result.undelivered] == [str(i) for i in range(9, 19)]
+    assert isinstance(spread.exception(), ClientError)
+
+
+def test_a_log_that_does_not_fit_the_open_batch_goes_alone_into_the_next() -> None:
+    batch = BatchPolicy(max_bytes=100, linger=0.01)  # room for one of these logs
+    with scripted_producer(refusing("a"), batch=batch, compression="none") as producer:
+        a = producer.send("p", "l", {"i": "a", "pad": "x" * 40})
+        b = producer.send("p", "l", {"i": "b", "pad": "x" * 40})
+        c = producer.send("p", "l", [{"i": "c", "pad": "x" * 40}])
+
+    assert not a.result().success
+    for future in (b, c):
+        assert future.result().success and [x.code for x in future.result().attempts] == ["OK"]
+
+
+def test_senders_sharing_a_connection_pool_keep_it_until_the_last_one_stops(
+    server: ServerProcess,
+) -> None:
+    pool = _SenderPool(2)
+    first, second = (
+        LogClient(
+            server.endpoint,
+            access_key_id=server.access_key_id,
+            access_key_secret=server.access_key_secret,
+            transport=pool,
+        )
+        for _ in range(2)
+    )
+    first.list_projects()
+    second.list_projects()
+    first.close()
+
+    second.list_projects()  # the first sender stopping does not close the pool
+    second.close()
+
+
+# ---------------------------------------------------------------- backpressure
 
 
 def test_a_full_buffer_blocks_for_the_set_time_then_raises() -> None:

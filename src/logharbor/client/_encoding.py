@@ -4,7 +4,7 @@ The producer encodes each log the moment it is sent, straight into the bytes of 
 ``LogGroup.Logs`` entry (field 1): its exact size counts against the batch and buffer
 limits, and the caller's objects are not kept alive. A batch is then the join of its
 entries plus the group's topic, source and tags. The bytes are identical to what
-``LogGroup.to_protobuf`` produces (``tests/test_producer_encoding.py`` checks it).
+``LogGroup.to_protobuf`` produces (``tests/test_producer.py`` checks it).
 
 Wire shapes (proto2, see ``protocol/schema.py``)::
 
@@ -23,7 +23,7 @@ from ..protocol import schema
 from ..protocol.codec import encode_varint
 from ._models import NANOS_PER_SECOND, LogItem
 
-_FIXED32 = struct.Struct("<I")
+_NANOS_FIELD = struct.Struct("<BI")  # the Time_ns tag, then the fixed32
 _SMALL = 1 << 14
 _SHORT_VALUE = 256  # value lengths with a precomputed field header
 _MAX_CACHED_KEYS = 4096
@@ -80,18 +80,19 @@ def encode_log(contents: Collection[tuple[str, str]], time_ns: int) -> bytes:
     """
     seconds, nanos = divmod(time_ns, NANOS_PER_SECOND)
     parts = [_time_field(seconds)]
-    extend = parts.extend
+    append = parts.append  # two appends per field beat one extend of a new tuple
     headers = _HEADERS
     try:
         for key, value in contents:
             data = value.encode()
-            extend((headers[key][len(data)], data))
+            append(headers[key][len(data)])
+            append(data)
     except (KeyError, IndexError, AttributeError, TypeError):
         parts = [parts[0], *_encode_fields(contents)]
-    parts.append(b"\x25")
-    parts.append(_FIXED32.pack(nanos))
+    parts.append(_NANOS_FIELD.pack(0x25, nanos))
     body = b"".join(parts)
-    return b"".join((b"\x0a", _varint(len(body)), body))
+    size = len(body)
+    return b"\x0a" + (_VARINTS[size] if size < _SMALL else encode_varint(size)) + body
 
 
 def _encode_fields(contents: Iterable[tuple[str, str]]) -> list[bytes]:
@@ -111,6 +112,8 @@ def _encode_fields(contents: Iterable[tuple[str, str]]) -> list[bytes]:
 
 def encode_item(log: LogItem | Mapping[str, str], time_ns: int) -> bytes:
     """``log`` encoded; a mapping is one log's contents, stamped with ``time_ns``."""
+    if type(log) is dict:  # the common case first: an isinstance check of an ABC costs
+        return encode_log(log.items(), time_ns)
     if isinstance(log, LogItem):
         return encode_log(log.contents, log.time_ns)
     if isinstance(log, Mapping):

@@ -15,7 +15,8 @@ until their batch is delivered or has failed for good. A ``send`` that does not 
 waits up to ``buffer_full_timeout`` seconds for room, then raises ``BufferFullError``.
 
 Threads: one timer thread (lingers, retry backoffs; it reads the injectable clock)
-and ``workers`` sender threads, each with its own ``LogClient`` (its own connection).
+and ``workers`` sender threads, each with its own ``LogClient``; they share one pool
+of connections (one per busy sender), built once.
 Callbacks run on sender threads: keep them short.
 
 Fork: a child process gets a fresh, empty producer in the same state: the logs the
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import heapq
 import itertools
 import logging
@@ -126,6 +128,7 @@ class ProducerStatistics:
     errors_by_code: Mapping[str, int]
 
 
+# Guards the moment a delivery finishes against futures that start waiting on it.
 _DONE_LOCK = threading.Lock()
 
 
@@ -133,42 +136,40 @@ class SendFuture:
     """The pending ``SendResult`` of one ``send``: a lightweight future.
 
     ``result(timeout)`` blocks until the logs are delivered or have failed for good
-    (``TimeoutError`` if ``timeout`` seconds pass first); ``add_done_callback`` runs
-    a function with this future once it is done (at once if it already is).
-    It is cheaper than ``concurrent.futures.Future`` (which would cost about as much
-    as encoding the log): it allocates a lock only when someone waits.
+    (``TimeoutError`` if ``timeout`` seconds pass first); ``exception(timeout)`` is
+    that result's ``error``; ``add_done_callback`` runs a function with this future
+    once it is done (at once if it already is); ``await future`` in asyncio code.
+    Once ``done()``, the ``callback`` given to ``send`` has run.
+
+    It is a view of the batch that holds the logs (or of the batches, for a send
+    spread over several): it allocates nothing more until someone asks for the
+    result or waits, so a ``send`` costs far less than a ``concurrent.futures.Future``
+    (whose ``threading.Condition`` alone costs about as much as encoding the log).
     """
 
-    __slots__ = ("_callback", "_done_callbacks", "_event", "_outcome", "_parts", "_result")
+    __slots__ = ("_count", "_delivery", "_result", "_start")
 
-    def __init__(self, callback: SendCallback | None) -> None:
-        self._callback = callback
+    def __init__(self, delivery: _Delivery, start: int, count: int) -> None:
+        self._delivery = delivery
+        self._start = start
+        self._count = count
         self._result: SendResult | None = None
-        self._event: threading.Event | None = None
-        self._done_callbacks: list[Callable[[SendFuture], object]] | None = None
-        self._parts = 0  # batches holding logs of this send, not yet done
-        self._outcome: _Outcome | None = None  # for a send spread over several batches
 
     def done(self) -> bool:
-        return self._result is not None
+        return self._delivery.finished
 
     def result(self, timeout: float | None = None) -> SendResult:
-        if self._result is None:
-            with _DONE_LOCK:
-                if self._result is None and self._event is None:
-                    self._event = threading.Event()
-                event = self._event
-            if event is not None and not event.wait(timeout):
-                raise TimeoutError("the logs were not delivered in time")
-        assert self._result is not None
-        return self._result
+        if not self._delivery.finished and not self._delivery.wait(timeout):
+            raise TimeoutError("the logs were not delivered in time")
+        return self._outcome()
+
+    def exception(self, timeout: float | None = None) -> LogHarborError | None:
+        """The final error of this send (``result(timeout).error``): ``None`` once
+        every log was delivered. Raises ``TimeoutError`` as ``result`` does."""
+        return self.result(timeout).error
 
     def add_done_callback(self, fn: Callable[[SendFuture], object]) -> None:
-        with _DONE_LOCK:
-            if self._result is None:
-                self._done_callbacks = [*(self._done_callbacks or ()), fn]
-                return
-        fn(self)
+        self._delivery.listen(functools.partial(fn, self))
 
     def __await__(self) -> Generator[Any, None, SendResult]:
         """``await future`` in asyncio code."""
@@ -181,22 +182,11 @@ class SendFuture:
         self.add_done_callback(wake)
         return waiter.__await__()
 
-    def _set(self, result: SendResult) -> None:
-        if self._callback is not None:
-            try:
-                self._callback(result)
-            except Exception:
-                _log.exception("a producer callback failed")
-        with _DONE_LOCK:
-            self._result = result
-            event, callbacks = self._event, self._done_callbacks
-        if event is not None:
-            event.set()
-        for fn in callbacks or ():
-            try:
-                fn(self)
-            except Exception:
-                _log.exception("a send future's done callback failed")
+    def _outcome(self) -> SendResult:
+        """The result, built on first use (the delivery's outcome must be known)."""
+        if self._result is None:
+            self._result = self._delivery.result_for(self._start, self._count)
+        return self._result
 
 
 def _resolve(waiter: asyncio.Future[SendResult], result: SendResult) -> None:
@@ -204,74 +194,169 @@ def _resolve(waiter: asyncio.Future[SendResult], result: SendResult) -> None:
         waiter.set_result(result)
 
 
-class _Outcome:
-    """What a send spread over several batches has gathered so far."""
+class _Delivery:
+    """What the futures of sends wait on: a batch, or the batches of one send spread
+    over several (``_Spread``). It is ``finished`` once its outcome is known and the
+    callbacks given to ``send`` have run; then it wakes waiters and runs listeners."""
 
-    __slots__ = ("attempts", "count", "error", "undelivered")
+    __slots__ = ("_callbacks", "_event", "_listeners", "finished")
 
     def __init__(self) -> None:
-        self.count = 0
-        self.attempts: list[Attempt] = []
-        self.error: LogHarborError | None = None
-        self.undelivered: list[bytes] = []
+        self.finished = False
+        self._event: threading.Event | None = None  # created for the first waiter
+        self._listeners: list[Callable[[], object]] = []
+        self._callbacks: list[tuple[SendFuture, SendCallback]] = []
+
+    def result_for(self, start: int, count: int) -> SendResult:
+        """The outcome for the ``count`` logs of one send, from ``start``."""
+        raise NotImplementedError
+
+    def call_back(self, future: SendFuture, callback: SendCallback) -> None:
+        """Run ``callback`` with ``future``'s result before finishing (registered
+        under the producer's lock, before the outcome can be known)."""
+        self._callbacks.append((future, callback))
+
+    def wait(self, timeout: float | None) -> bool:
+        with _DONE_LOCK:
+            if self.finished:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
+    def listen(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` once finished (now, if it is)."""
+        with _DONE_LOCK:
+            if not self.finished:
+                self._listeners.append(fn)
+                return
+        fn()
+
+    def _finish(self) -> None:
+        for future, callback in self._callbacks:
+            try:
+                callback(future._outcome())
+            except Exception:
+                _log.exception("a producer callback failed")
+        self._callbacks = []
+        with _DONE_LOCK:
+            self.finished = True
+            event, listeners, self._listeners = self._event, self._listeners, []
+        if event is not None:
+            event.set()
+        for fn in listeners:
+            try:
+                fn()
+            except Exception:
+                _log.exception("a send future's done callback failed")
 
 
-def _part_result(send: SendFuture, batch: _Batch, start: int, end: int) -> SendResult | None:
-    """Record the outcome of a batch for one send (under the producer's lock); the
-    send's result once this was its last batch."""
-    failed = batch.entries[start:end] if batch.error is not None else []
-    send._parts -= 1
-    outcome = send._outcome
-    if outcome is None:  # the common case: one batch carried the whole send
-        ok = batch.error is None
-        return SendResult(ok, tuple(batch.attempts), batch.error, end - start, tuple(failed))
-    outcome.attempts.extend(batch.attempts)
-    outcome.count += end - start
-    if batch.error is not None:
-        outcome.error = outcome.error or batch.error
-        outcome.undelivered.extend(failed)
-    if send._parts:
-        return None
-    ok = outcome.error is None
-    undelivered = tuple(outcome.undelivered)
-    return SendResult(ok, tuple(outcome.attempts), outcome.error, outcome.count, undelivered)
+class _Batch(_Delivery):
+    """Logs sent to one log group: filled while open, then sealed and sent until
+    ``done`` (under the producer's lock); then ``error`` and ``final_attempts`` hold
+    its outcome, and only a failed batch keeps its ``entries``."""
 
-
-class _Batch:
     __slots__ = (
         "attempts",
         "created",
         "done",
         "entries",
         "error",
+        "final_attempts",
         "hash_key",
         "key",
-        "parts",
         "retries",
         "sealed",
         "size",
-        "starts",
     )
 
     def __init__(self, key: _BatchKey, created: float) -> None:
+        super().__init__()
         self.key = key
         self.hash_key = key[5]
         self.created = created
         self.entries: list[bytes] = []
         self.size = 0
-        # The sends with logs in this batch, and where each one's logs start (kept
-        # apart, not as tuples: fewer objects for the garbage collector to track).
-        self.parts: list[SendFuture] = []
-        self.starts: list[int] = []
         self.attempts: list[Attempt] = []
         self.retries = 0
         self.sealed = False
         self.done = False
         self.error: LogHarborError | None = None
+        # The attempts when the outcome was decided (a request cut short by
+        # ``close(timeout)`` may still record one later).
+        self.final_attempts: tuple[Attempt, ...] = ()
 
     def body(self) -> bytes:
         _, _, topic, source, tags, _ = self.key
         return b"".join(self.entries) + group_suffix(topic, source, tags)
+
+    def result_for(self, start: int, count: int) -> SendResult:
+        if self.error is None:
+            return SendResult(True, self.final_attempts, None, count)
+        failed = tuple(self.entries[start : start + count])
+        return SendResult(False, self.final_attempts, self.error, count, failed)
+
+
+class _Spread(_Delivery):
+    """One send whose logs went into several batches: finished after all of them."""
+
+    __slots__ = ("_left", "parts")
+
+    def __init__(self, parts: list[tuple[_Batch, int, int]]) -> None:
+        super().__init__()
+        self.parts = parts  # (batch, start, count) in the order of the send's logs
+        self._left = len(parts)
+        for batch, _, _ in parts:
+            batch.listen(self._part_done)
+
+    def _part_done(self) -> None:
+        with _DONE_LOCK:
+            self._left -= 1
+            last = not self._left
+        if last:
+            self._finish()
+
+    def result_for(self, start: int, count: int) -> SendResult:
+        attempts: list[Attempt] = []
+        undelivered: list[bytes] = []
+        error = None
+        for batch, first, part_count in self.parts:
+            attempts += batch.final_attempts
+            if batch.error is not None:
+                error = error or batch.error
+                undelivered += batch.entries[first : first + part_count]
+        return SendResult(error is None, tuple(attempts), error, count, tuple(undelivered))
+
+
+class _SenderPool(httpx.BaseTransport):
+    """The HTTP connections of a producer's senders, one per busy sender.
+
+    An ``httpx.HTTPTransport`` costs tens of milliseconds of CPU to build (its TLS
+    context), under the GIL that the threads calling ``send`` need: the senders
+    share one, built on their first request, instead of building one each. Every
+    sender's client closes the pool when the sender stops; the last one closes it.
+    """
+
+    def __init__(self, senders: int) -> None:
+        self._lock = threading.Lock()
+        self._users = senders
+        self._limits = httpx.Limits(max_connections=None, max_keepalive_connections=senders)
+        self._transport: httpx.HTTPTransport | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            if self._transport is None:
+                self._transport = httpx.HTTPTransport(limits=self._limits)
+            transport = self._transport
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        with self._lock:
+            self._users -= 1
+            transport = self._transport if not self._users else None
+        if transport is not None:
+            transport.close()
 
 
 _PRODUCERS: weakref.WeakSet[Producer] = weakref.WeakSet()
@@ -344,9 +429,15 @@ class Producer:
 
     def _start(self) -> None:
         self._started = True
-        names = [f"logharbor-producer-sender-{i}" for i in range(self.config.workers)]
+        workers = self.config.workers
+        transport = self._transport or _SenderPool(workers)
         self._threads = [threading.Thread(target=self._run_timer, name="logharbor-producer-timer")]
-        self._threads += [threading.Thread(target=self._run_sender, name=n) for n in names]
+        self._threads += [
+            threading.Thread(
+                target=self._run_sender, args=(transport,), name=f"logharbor-producer-sender-{i}"
+            )
+            for i in range(workers)
+        ]
         for thread in self._threads:
             thread.daemon = True
             thread.start()
@@ -444,9 +535,8 @@ class Producer:
             entries = [encode_item(log, now_ns) for log in logs]
         tag_pairs = () if not tags else tuple(tags.items() if isinstance(tags, Mapping) else tags)
         bucket = None if hash_key is None else self._bucket(hash_key)
-        future = SendFuture(callback)
-        self._enqueue((project, logstore, topic, source, tag_pairs, bucket), entries, future, wait)
-        return future
+        key = (project, logstore, topic, source, tag_pairs, bucket)
+        return self._enqueue(key, entries, callback, wait)
 
     def _bucket(self, hash_key: str | bytes) -> str:
         key = routing_key(hash_key)
@@ -456,9 +546,10 @@ class Producer:
         width = (MAX_HASH_KEY + 1) // buckets
         return format_hash_key(int(key, 16) // width * width)
 
-    def _enqueue(self, key: _BatchKey, entries: list[bytes], send: SendFuture, wait: float) -> None:
+    def _enqueue(
+        self, key: _BatchKey, entries: list[bytes], callback: SendCallback | None, wait: float
+    ) -> SendFuture:
         size = len(entries[0]) if len(entries) == 1 else sum(map(len, entries))
-        max_count, max_bytes = self._max_count, self._max_bytes
         with self._lock:
             if self._state is not ProducerState.OPEN:
                 raise ProducerClosedError(f"the producer is {self._state.value}")
@@ -468,24 +559,47 @@ class Producer:
                 self._reserve(size, wait)
             self._pending_logs += len(entries)
             self._pending_bytes += size
-            batch = self._open.get(key) or self._new_batch(key)
-            batch.parts.append(send)
-            batch.starts.append(len(batch.entries))
-            send._parts += 1
-            for entry in entries:
-                if batch.entries and (
-                    len(batch.entries) >= max_count or batch.size + len(entry) > max_bytes
-                ):
-                    send._outcome = send._outcome or _Outcome()
-                    self._seal(batch)
-                    batch = self._new_batch(key)
-                    batch.parts.append(send)
-                    batch.starts.append(0)
-                    send._parts += 1
-                batch.entries.append(entry)
-                batch.size += len(entry)
-            if len(batch.entries) >= max_count or batch.size >= max_bytes:
+            batch = self._open.get(key)
+            if batch is not None and len(entries) == 1 and batch.size + size <= self._max_bytes:
+                # The common case: one log that fits the open batch (an open batch
+                # always has room for one more log: a full one is sealed at once).
+                future = SendFuture(batch, len(batch.entries), 1)
+                batch.entries.append(entries[0])
+                batch.size += size
+            else:
+                future, batch = self._place(key, batch, entries)
+            if callback is not None:
+                future._delivery.call_back(future, callback)
+            if len(batch.entries) >= self._max_count or batch.size >= self._max_bytes:
                 self._seal(batch)
+            return future
+
+    def _place(
+        self, key: _BatchKey, batch: _Batch | None, entries: list[bytes]
+    ) -> tuple[SendFuture, _Batch]:
+        """Add ``entries`` to the open batch of ``key``, sealing it and opening new
+        ones as they fill up; the future of these logs and the batch now open."""
+        max_count, max_bytes = self._max_count, self._max_bytes
+        if batch is None:
+            batch = self._new_batch(key)
+        start = len(batch.entries)
+        parts: list[tuple[_Batch, int, int]] = []  # the batches filled up on the way
+        for entry in entries:
+            if batch.entries and (
+                len(batch.entries) >= max_count or batch.size + len(entry) > max_bytes
+            ):
+                if len(batch.entries) > start:  # it holds some of these logs
+                    parts.append((batch, start, len(batch.entries) - start))
+                self._seal(batch)
+                batch = self._new_batch(key)
+                start = 0
+            batch.entries.append(entry)
+            batch.size += len(entry)
+        count = len(batch.entries) - start
+        if not parts:
+            return SendFuture(batch, start, count), batch
+        parts.append((batch, start, count))
+        return SendFuture(_Spread(parts), 0, len(entries)), batch
 
     def _reserve(self, size: int, wait: float) -> None:
         limit = self.config.max_buffer_bytes
@@ -538,7 +652,7 @@ class Producer:
 
     # ---------------------------------------------------------- senders
 
-    def _run_sender(self) -> None:
+    def _run_sender(self, transport: httpx.BaseTransport) -> None:
         key_id, secret = self._credentials
         client = LogClient(
             self.endpoint,
@@ -546,7 +660,7 @@ class Producer:
             access_key_secret=secret,
             timeout=self.config.timeout,
             retry=RetryPolicy(max_retries=0),
-            transport=self._transport,
+            transport=transport,
         )
         try:
             while (batch := self._ready.get()) is not None:
@@ -610,6 +724,7 @@ class Producer:
                 return
             batch.done = True
             batch.error = error
+            batch.final_attempts = tuple(batch.attempts)
             self._in_flight.discard(batch)
             count = len(batch.entries)
             self._pending_logs -= count
@@ -618,22 +733,16 @@ class Producer:
                 self._delivered[0] += count
                 self._delivered[1] += batch.size
                 self._delivered[2] += 1
+                batch.entries = []  # futures may outlive the batch: keep only what they need
             else:
                 self._failed[0] += count
                 self._failed[1] += 1
-            ends = [*batch.starts[1:], count]
-            results = [
-                (send, _part_result(send, batch, start, end))
-                for send, start, end in zip(batch.parts, batch.starts, ends, strict=True)
-            ]
             self._space.notify_all()
             self._progress.notify_all()
         latency = max(0.0, self._clock.now() - batch.created)
         code = "OK" if error is None else error.code
         self._metrics.batch_done(code, count, batch.size, latency)
-        for send, result in results:
-            if result is not None:
-                send._set(result)
+        batch._finish()
 
     # -------------------------------------------------------- lifecycle
 
