@@ -19,6 +19,7 @@ import pytest
 
 from harness import ServerProcess
 from logharbor._native import speedups
+from logharbor.client._encoding import encode_log_python
 from logharbor.engine.index.indexer import decode_group_python
 from logharbor.protocol.codec import decode_cursor, encode_varint
 from logharbor.protocol.schema import LogGroup, RawLogGroup
@@ -258,3 +259,39 @@ def test_large_bodies_are_validated_off_the_event_loop_on_both_paths(
     assert stored_groups() == 0
     assert put(body).status_code == 200
     assert stored_groups() == 1
+
+
+def random_contents(rng: random.Random) -> list[tuple[str, str]]:
+    alphabet = "abcxyz019 /:=-é漢🙂"
+
+    def text(limit: int) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(limit)))
+
+    return [(text(12), text(rng.choice((5, 300, 20_000)))) for _ in range(rng.randrange(0, 40))]
+
+
+def test_the_producer_encoder_is_byte_identical_to_the_python_one() -> None:
+    rng = random.Random(3)
+    for _ in range(500):
+        contents = random_contents(rng)
+        time_ns = rng.choice((0, 1, 999_999_999, 1_800_000_000_123_456_789, rng.randrange(1 << 62)))
+        expected = encode_log_python(contents, time_ns)
+        assert speedups.encode_log(contents, time_ns) == expected
+        assert speedups.encode_log(tuple(contents), time_ns) == expected
+        as_dict = dict(contents)
+        assert speedups.encode_log(as_dict, time_ns) == encode_log_python(as_dict.items(), time_ns)
+    entry = speedups.encode_log({"status": "200"}, 1_800_000_000_000_000_005)
+    log = LogGroup.FromString(entry).Logs[0]  # an entry is a LogGroup holding one log
+    assert (log.Time, log.Time_ns, log.Contents[0].Key) == (1_800_000_000, 5, "status")
+
+
+def test_the_producer_encoder_refuses_what_the_python_one_refuses() -> None:
+    for bad in ({"n": 1}, {2: "x"}, [("k", None)]):
+        with pytest.raises(TypeError, match="log contents must be strings"):
+            speedups.encode_log(bad, 1)
+        with pytest.raises(TypeError, match="log contents must be strings"):
+            encode_log_python(bad.items() if isinstance(bad, dict) else bad, 1)  # type: ignore[attr-defined]
+    with pytest.raises(UnicodeEncodeError):
+        speedups.encode_log({"k": "\ud800"}, 1)
+    with pytest.raises(ValueError):
+        speedups.encode_log({"k": "v"}, -1)

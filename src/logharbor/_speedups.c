@@ -13,6 +13,10 @@
  *       ``columns`` (a dict of field name -> list), padding with None, exactly
  *       as ``logharbor.engine.index.indexer`` does in Python.
  *
+ *   encode_log(contents, time_ns) -> bytes
+ *       One log as a LogGroup.Logs entry, for the SDK's producer: byte-identical
+ *       to ``logharbor.client._encoding``'s Python encoder.
+ *
  * The pure-Python code paths stay the reference and are used whenever this
  * module is not built (see logharbor/_native.py).
  *
@@ -457,11 +461,132 @@ done:
     return result;
 }
 
+
+/* ------------------------------------------------------------------ encode */
+
+static inline Py_ssize_t varint_size(uint64_t value) {
+    Py_ssize_t n = 1;
+    while (value >= 0x80) {
+        value >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline char *put_varint(char *p, uint64_t value) {
+    while (value >= 0x80) {
+        *p++ = (char)((value & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    *p++ = (char)value;
+    return p;
+}
+
+typedef struct {
+    const char *key, *value;
+    Py_ssize_t key_len, value_len, inner;
+} Pair;
+
+static int utf8_of(PyObject *key, PyObject *value, Pair *pair) {
+    if (!PyUnicode_Check(key) || !PyUnicode_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "log contents must be strings, got %R: %R", key, value);
+        return -1;
+    }
+    pair->key = PyUnicode_AsUTF8AndSize(key, &pair->key_len);
+    if (pair->key == NULL) return -1;
+    pair->value = PyUnicode_AsUTF8AndSize(value, &pair->value_len);
+    if (pair->value == NULL) return -1;
+    pair->inner = 2 + varint_size((uint64_t)pair->key_len) + pair->key_len +
+                  varint_size((uint64_t)pair->value_len) + pair->value_len;
+    return 0;
+}
+
+/* encode_log(contents, time_ns) -> bytes: one LogGroup.Logs entry, tag and
+ * length included; ``contents`` is a dict or an iterable of (key, value)
+ * string pairs, in order.  Byte-identical to client/_encoding.py. */
+static PyObject *encode_log(PyObject *module, PyObject *args) {
+    PyObject *contents, *sequence = NULL, *result = NULL;
+    long long time_ns;
+    if (!PyArg_ParseTuple(args, "OL", &contents, &time_ns)) return NULL;
+    if (time_ns < 0) {
+        PyErr_SetString(PyExc_ValueError, "a log's time must not be negative");
+        return NULL;
+    }
+    Pair stack[32], *pairs = stack;
+    Py_ssize_t count;
+    if (PyDict_Check(contents)) {
+        count = PyDict_GET_SIZE(contents);
+    } else {
+        sequence = PySequence_Fast(contents, "log contents must be key/value pairs");
+        if (sequence == NULL) return NULL;
+        count = PySequence_Fast_GET_SIZE(sequence);
+    }
+    if (count > 32) {
+        pairs = PyMem_Malloc(sizeof(Pair) * (size_t)count);
+        if (pairs == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    if (sequence == NULL) {
+        Py_ssize_t pos = 0, i = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(contents, &pos, &key, &value) && i < count) {
+            if (utf8_of(key, value, &pairs[i++]) < 0) goto done;
+        }
+        count = i;
+    } else {
+        for (Py_ssize_t i = 0; i < count; i++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(sequence, i);
+            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+                PyErr_Format(PyExc_TypeError, "log contents must be (key, value) pairs, got %R",
+                             item);
+                goto done;
+            }
+            if (utf8_of(PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1), &pairs[i]) < 0)
+                goto done;
+        }
+    }
+    uint64_t seconds = (uint64_t)time_ns / 1000000000ULL;
+    uint32_t nanos = (uint32_t)((uint64_t)time_ns % 1000000000ULL);
+    Py_ssize_t body = 1 + varint_size(seconds) + 5;
+    for (Py_ssize_t i = 0; i < count; i++)
+        body += 1 + varint_size((uint64_t)pairs[i].inner) + pairs[i].inner;
+    result = PyBytes_FromStringAndSize(NULL, 1 + varint_size((uint64_t)body) + body);
+    if (result == NULL) goto done;
+    char *p = PyBytes_AS_STRING(result);
+    *p++ = 0x0a;
+    p = put_varint(p, (uint64_t)body);
+    *p++ = 0x08;
+    p = put_varint(p, seconds);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Pair *pair = &pairs[i];
+        *p++ = 0x12;
+        p = put_varint(p, (uint64_t)pair->inner);
+        *p++ = 0x0a;
+        p = put_varint(p, (uint64_t)pair->key_len);
+        memcpy(p, pair->key, (size_t)pair->key_len);
+        p += pair->key_len;
+        *p++ = 0x12;
+        p = put_varint(p, (uint64_t)pair->value_len);
+        memcpy(p, pair->value, (size_t)pair->value_len);
+        p += pair->value_len;
+    }
+    *p++ = 0x25;
+    for (int shift = 0; shift < 32; shift += 8) *p++ = (char)((nanos >> shift) & 0xff);
+done:
+    if (pairs != stack) PyMem_Free(pairs);
+    Py_XDECREF(sequence);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"validate_log_group", validate_log_group, METH_O,
      "validate_log_group(data) -> number of logs; ValueError if malformed."},
     {"decode_log_group", decode_log_group, METH_VARARGS,
      "decode_log_group(data, columns, row) -> (times, topic, source, tags)."},
+    {"encode_log", encode_log, METH_VARARGS,
+     "encode_log(contents, time_ns) -> one LogGroup.Logs entry as bytes."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,8 +17,9 @@ Wire shapes (proto2, see ``protocol/schema.py``)::
 from __future__ import annotations
 
 import struct
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
+from .._native import speedups
 from ..protocol import schema
 from ..protocol.codec import encode_varint
 from ._models import NANOS_PER_SECOND, LogItem
@@ -71,8 +72,11 @@ def _time_field(seconds: int) -> bytes:
     return field
 
 
-def encode_log(contents: Collection[tuple[str, str]], time_ns: int) -> bytes:
+def encode_log_python(contents: Collection[tuple[str, str]], time_ns: int) -> bytes:
     """One log as a ``LogGroup.Logs`` entry (tag and length included).
+
+    The reference encoder; ``encode_log`` is the C speedups' where they are built
+    (byte-identical, about four times faster; ``tests/test_speedups.py``).
 
     The fast path handles keys seen before with values under 256 bytes; anything
     else (a new key, a long value, a value that is not a string) goes the slow way,
@@ -110,10 +114,23 @@ def _encode_fields(contents: Iterable[tuple[str, str]]) -> list[bytes]:
     return parts
 
 
+def _encode_dict_python(contents: dict[str, str], time_ns: int) -> bytes:
+    return encode_log_python(contents.items(), time_ns)
+
+
+# The C encoder takes a dict itself (no items view) or a collection of pairs.
+encode_log: Callable[[Collection[tuple[str, str]], int], bytes] = (
+    encode_log_python if speedups is None else speedups.encode_log
+)
+encode_dict: Callable[[dict[str, str], int], bytes] = (
+    _encode_dict_python if speedups is None else speedups.encode_log
+)
+
+
 def encode_item(log: LogItem | Mapping[str, str], time_ns: int) -> bytes:
     """``log`` encoded; a mapping is one log's contents, stamped with ``time_ns``."""
     if type(log) is dict:  # the common case first: an isinstance check of an ABC costs
-        return encode_log(log.items(), time_ns)
+        return encode_dict(log, time_ns)
     if isinstance(log, LogItem):
         return encode_log(log.contents, log.time_ns)
     if isinstance(log, Mapping):

@@ -52,7 +52,7 @@ from prometheus_client import CollectorRegistry
 from ..protocol.codec import MAX_HASH_KEY, format_hash_key
 from ._client import LogClient
 from ._config import RetryPolicy
-from ._encoding import decode_logs, encode_item, encode_log, group_suffix
+from ._encoding import decode_logs, encode_dict, encode_item, group_suffix
 from ._exceptions import (
     BufferFullError,
     LogHarborError,
@@ -528,7 +528,7 @@ class Producer:
     ) -> SendFuture:
         now_ns = time.time_ns()
         if type(logs) is dict:  # the common case, without the checks of encode_item
-            entries = [encode_log(logs.items(), now_ns)]
+            entries = [encode_dict(logs, now_ns)]
         elif isinstance(logs, _ONE_LOG):
             entries = [encode_item(logs, now_ns)]
         else:
