@@ -108,6 +108,22 @@ def timed(runs: int, fn: object) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+def token_filter(db: duckdb.DuckDBPyConnection) -> str:
+    """The token filter's share of the index file."""
+    query = "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'blooms_%'"
+    tables = [t for (t,) in db.execute(query).fetchall()]
+    if not tables:
+        return "no token filter"
+    blocks = sum(
+        db.execute(
+            f"SELECT count(DISTINCT block_id) FROM pragma_storage_info('ours.{table}') "
+            "WHERE block_id >= 0"
+        ).fetchone()[0]  # type: ignore[index]
+        for table in tables
+    )
+    return f"token filter {blocks * 256 / 1024:.0f} MB"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logs", type=int, default=10_000_000)
@@ -186,6 +202,7 @@ def main() -> None:
     (index_file,) = (data_dir / "index").glob("*.duckdb")
     flat = duckdb.connect()
     flat.execute(f"ATTACH '{index_file}' AS ours (READ_ONLY)")
+    print(f"  index {index_file.stat().st_size / 1e6:.0f} MB, of which {token_filter(flat)}")
     columns = dict(flat.execute("SELECT name, col FROM ours.fields").fetchall())
     typed = ", ".join(
         f'TRY_CAST("{col}" AS BIGINT) AS "{name}"' if name == "latency" else f'"{col}" AS "{name}"'

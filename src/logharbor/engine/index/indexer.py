@@ -4,7 +4,9 @@ One thread visits every indexed logstore; for each shard it reads the log groups
 after the shard's progress (at most ``batch_bytes`` at a time), decodes them into
 an Arrow table and appends it with the new progress in one transaction.  When a
 pass finds nothing to do it sleeps ``idle_interval`` seconds, so a write becomes
-searchable within about that long plus the time to index it.
+searchable within about that long plus the time to index it.  Decoding runs in the
+worker processes, and building a batch's token filters (``IndexStore.prepare``) in
+a second thread, both while the previous batch is appended.
 
 Retention: when a shard's oldest kept position moves past rows in the index,
 those rows are deleted, so the index never holds logs the shard log dropped.
@@ -16,7 +18,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -27,7 +29,7 @@ from ...protocol.codec import iter_frames
 from ...protocol.schema import LogGroup
 from ..shardlog import ShardLog
 from ..types import NANOS_PER_SECOND, Position, ShardId
-from .store import BASE_SCHEMA, FIELD_PREFIX, IndexStore
+from .store import BASE_SCHEMA, FIELD_PREFIX, IndexStore, PreparedRows
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +171,11 @@ Decode = Callable[[bytes, ShardId], "Future[bytes]"]
 class _Pending:
     start: Position
     upto: Position
-    decoded: Future[bytes]
+    prepared: Future[PreparedRows]
+
+
+def _prepare(store: IndexStore, decoded: Future[bytes]) -> PreparedRows:
+    return store.prepare(read_ipc(decoded.result()))
 
 
 @dataclass(eq=False)
@@ -198,6 +204,7 @@ class Indexer:
         self.idle_interval = idle_interval
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._preparing = ThreadPoolExecutor(1, thread_name_prefix="logharbor-index-prepare")
         self._thread = threading.Thread(target=self._run, name="logharbor-indexer", daemon=True)
         self._thread.start()
 
@@ -205,6 +212,7 @@ class Indexer:
         self._stop.set()
         self._wake.set()
         self._thread.join()
+        self._preparing.shutdown(cancel_futures=True)
 
     def nudge(self) -> None:
         """Start a pass now (new data, a new index)."""
@@ -261,12 +269,13 @@ class Indexer:
                 if not result.group_count:
                     break
                 decoded = self._decode(result.frames, shard_id)
-                queue.append(_Pending(start, result.next_position, decoded))
+                prepared = self._preparing.submit(_prepare, target.store, decoded)
+                queue.append(_Pending(start, result.next_position, prepared))
                 start = result.next_position
             if queue:
                 ready.append((shard_id, queue.popleft()))
         for shard_id, pending in ready:
-            target.store.append(read_ipc(pending.decoded.result()), shard_id, pending.upto)
+            target.store.append(pending.prepared.result(), shard_id, pending.upto)
         return bool(ready)
 
     @staticmethod

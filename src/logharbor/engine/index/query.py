@@ -32,8 +32,9 @@ from sqlglot import exp
 from ...protocol.errors import ErrorCode, ServiceError
 from ..types import NANOS_PER_SECOND
 from .config import IndexConfig
-from .search import compile_search, field_expression, sql_string
+from .search import Compiler, field_expression, parse_search, required_tokens, sql_string
 from .store import IndexStore
+from .tokens import candidate_blocks
 
 _BASE_COLUMNS = {
     "__time__": "t // 1000000000",
@@ -147,15 +148,17 @@ class QueryRunner:
                 f"time range longer than {self.limits.max_range_days} days",
             )
 
-    def _execute(self, store: IndexStore, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    @contextmanager
+    def _session(self, store: IndexStore) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection whose statements all see one snapshot of the index, under
+        the query guards (a slot, the timeout, the memory limit)."""
         with self._slot():
             cursor = store.reader()
             timer = threading.Timer(self.limits.timeout, cursor.interrupt)
             timer.start()
             try:
-                result = cursor.execute(sql)
-                keys = [d[0] for d in result.description or []]
-                return keys, result.fetchall()
+                cursor.execute("BEGIN TRANSACTION")
+                yield cursor
             except duckdb.InterruptException:
                 raise ServiceError(
                     ErrorCode.QUERY_TIMEOUT,
@@ -171,6 +174,10 @@ class QueryRunner:
             finally:
                 timer.cancel()
                 cursor.close()
+
+    def _execute(self, store: IndexStore, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self._session(store) as cursor:
+            return _fetch(cursor, sql)
 
     # ------------------------------------------------------------------ logs
 
@@ -195,27 +202,17 @@ class QueryRunner:
             )
         search, sql = split_query(query)
         columns = store.columns()
-        where = _where(search, config, columns, from_ns, to_ns, topic)
-        if sql is not None:
-            keys, rows = self._execute(store, self._analysis(sql, where, config, columns))
-            result = QueryResult(
-                True, keys=keys, rows=rows, where_query=search or "*", agg_query=sql
-            )
-        else:
-            order = "DESC" if reverse else "ASC"
-            _keys, rows = self._execute(
-                store,
-                f"SELECT {_row_columns(columns)} FROM logs WHERE {where} "
-                f"ORDER BY t {order}, shard {order}, pos {order}, idx {order} "
-                f"LIMIT {int(line)} OFFSET {int(offset)}",
-            )
-            _, counted = self._execute(store, f"SELECT count(*) FROM logs WHERE {where}")
-            result = QueryResult(
-                False,
-                logs=[_log_row(r, columns) for r in rows],
-                matched=int(counted[0][0]),
-                where_query=search or "*",
-            )
+        with self._session(store) as db:
+            where = _where(db, store, search, config, columns, from_ns, to_ns, topic)
+            if sql is not None:
+                keys, rows = _fetch(db, self._analysis(sql, where, config, columns))
+                result = QueryResult(
+                    True, keys=keys, rows=rows, where_query=search or "*", agg_query=sql
+                )
+            else:
+                order = "DESC" if reverse else "ASC"
+                logs, matched = _page(db, where, columns, order, line, offset)
+                result = QueryResult(False, logs=logs, matched=matched, where_query=search or "*")
         result.elapsed_ms = int((time.perf_counter() - started) * 1000)
         return result
 
@@ -280,11 +277,12 @@ class QueryRunner:
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "interval gives too many buckets")
         step = interval * NANOS_PER_SECOND
         start = from_ns - from_ns % step
-        where = _where(search, config, store.columns(), from_ns, to_ns, topic)
-        _, rows = self._execute(
-            store,
-            f"SELECT (t - {start}) // {step} AS b, count(*) FROM logs WHERE {where} GROUP BY b",
-        )
+        with self._session(store) as db:
+            where = _where(db, store, search, config, store.columns(), from_ns, to_ns, topic)
+            _, rows = _fetch(
+                db,
+                f"SELECT (t - {start}) // {step} AS b, count(*) FROM logs WHERE {where} GROUP BY b",
+            )
         counts = {int(b): int(c) for b, c in rows}
         buckets = []
         for number in range((to_ns - start + step - 1) // step):
@@ -327,7 +325,33 @@ class QueryRunner:
         )
 
 
+def _page(
+    db: duckdb.DuckDBPyConnection,
+    where: str,
+    columns: dict[str, str],
+    order: str,
+    line: int,
+    offset: int,
+) -> tuple[list[LogRow], int]:
+    """One page of the logs a search keeps, and how many it keeps."""
+    _, rows = _fetch(
+        db,
+        f"SELECT {_row_columns(columns)} FROM logs WHERE {where} "
+        f"ORDER BY t {order}, shard {order}, pos {order}, idx {order} "
+        f"LIMIT {int(line)} OFFSET {int(offset)}",
+    )
+    _, counted = _fetch(db, f"SELECT count(*) FROM logs WHERE {where}")
+    return [_log_row(r, columns) for r in rows], int(counted[0][0])
+
+
+def _fetch(db: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    result = db.execute(sql)
+    return [d[0] for d in result.description or []], result.fetchall()
+
+
 def _where(
+    db: duckdb.DuckDBPyConnection,
+    store: IndexStore,
     search: str,
     config: IndexConfig,
     columns: dict[str, str],
@@ -335,13 +359,22 @@ def _where(
     to_ns: int,
     topic: str | None,
 ) -> str:
-    """The rows a search keeps: its predicate, the time range ``[from, to)`` and the topic."""
-    where = (
-        f"t >= {int(from_ns)} AND t < {int(to_ns)} AND {compile_search(search, config, columns)}"
-    )
+    """The rows a search keeps: its predicate, the time range ``[from, to)`` and the
+    topic; and, when the token filter rules out most blocks, the blocks it may be in."""
+    node = parse_search(search)
+    predicate = Compiler(config, columns).compile(node)
+    where = f"t >= {int(from_ns)} AND t < {int(to_ns)} AND {predicate}"
     if topic is not None:
         where += f" AND topic = {sql_string(topic)}"
-    return where
+    need = required_tokens(node, config)
+    blocks = candidate_blocks(db, need) if need is not None else None
+    if blocks is None:
+        return where
+    listed = ", ".join(str(b) for b in sorted(blocks))
+    within = f"blk IN (SELECT unnest([{listed}]::INTEGER[]))" if blocks else "FALSE"
+    if store.has_unfiltered_rows:
+        within = f"(blk < {store.unfiltered_below} OR {within})"
+    return f"{within} AND {where}"
 
 
 def _quote(name: str) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from ...protocol.errors import ErrorCode, ServiceError
 from .config import DEFAULT_TOKENS, IndexConfig, KeyConfig
+from .tokens import AllOf, AnyOf, Need, Tokens, separators_split_tokens, word_tokens
 
 _OPERATORS = (">=", "<=", ">", "<", "=")
 _KEYWORDS = {"and", "or", "not", "in"}
@@ -312,7 +313,9 @@ class Compiler:
         if isinstance(node, All):
             return "TRUE"
         if isinstance(node, Not):
-            return f"NOT ({self.compile(node.child)})"
+            # a log without the field (NULL) is no match, so "not" keeps it; coalesce
+            # only here: around plain terms it keeps DuckDB from filtering in the scan
+            return f"NOT coalesce({self.compile(node.child)}, FALSE)"
         if isinstance(node, And):
             return "(" + " AND ".join(self.compile(c) for c in node.children) + ")"
         if isinstance(node, Or):
@@ -335,22 +338,8 @@ class Compiler:
         """The SQL expression of a field's value (NULL where a log lacks it)."""
         return field_expression(field, self.columns)
 
-    def _rules(self, field: str | None) -> tuple[tuple[str, ...], bool]:
-        if field is None:
-            if self.config.line_tokens is None:
-                raise ServiceError(
-                    ErrorCode.INVALID_QUERY,
-                    "full-text search needs a line index; search a field (key: value) or add "
-                    '"line" to the index configuration',
-                )
-            return self.config.line_tokens, self.config.line_case_sensitive
-        key: KeyConfig | None = self.config.key(field)
-        if key is None:
-            return DEFAULT_TOKENS, False
-        return key.tokens, key.case_sensitive
-
     def text(self, node: Text) -> str:
-        tokens, case_sensitive = self._rules(node.field)
+        tokens, case_sensitive = search_rules(self.config, node.field)
         sep = _separators(tokens)
         words = [w if case_sensitive else w.lower() for w in node.words]
         body = f"[{sep}]+".join(_literal(w) for w in words)
@@ -379,6 +368,53 @@ class Compiler:
         return "(" + " OR ".join(matches) + ")"
 
 
+def search_rules(config: IndexConfig, field: str | None) -> tuple[tuple[str, ...], bool]:
+    """The separators and case rule of full text (``field`` None) or of a field."""
+    if field is None:
+        if config.line_tokens is None:
+            raise ServiceError(
+                ErrorCode.INVALID_QUERY,
+                "full-text search needs a line index; search a field (key: value) or add "
+                '"line" to the index configuration',
+            )
+        return config.line_tokens, config.line_case_sensitive
+    key: KeyConfig | None = config.key(field)
+    if key is None:
+        return DEFAULT_TOKENS, False
+    return key.tokens, key.case_sensitive
+
+
+def required_tokens(node: Node, config: IndexConfig) -> Need | None:
+    """What the token prefilter may demand of a matching row's block, or None for
+    nothing (see ``tokens``): the tokens of words and phrases, all of them under
+    AND, one alternative's under OR; nothing from NOT, prefixes, comparisons, or
+    words whose configured separators do not all end tokens."""
+    if isinstance(node, Text):
+        return _text_tokens(node, config)
+    if isinstance(node, And):
+        needs = [n for n in (required_tokens(c, config) for c in node.children) if n is not None]
+        if not needs:
+            return None
+        return needs[0] if len(needs) == 1 else AllOf(tuple(needs))
+    if isinstance(node, Or):
+        alternatives = [required_tokens(c, config) for c in node.children]
+        if any(n is None for n in alternatives):
+            return None
+        return AnyOf(tuple(n for n in alternatives if n is not None))
+    return None
+
+
+def _text_tokens(node: Text, config: IndexConfig) -> Need | None:
+    separators, case_sensitive = search_rules(config, node.field)
+    if not separators_split_tokens(separators):
+        return None
+    words = [w if case_sensitive else w.lower() for w in node.words]
+    tokens = [t for w in words for t in word_tokens(w)]
+    if node.prefix and tokens:
+        tokens.pop()  # its match may continue past the word
+    return Tokens(frozenset(tokens)) if tokens else None
+
+
 def field_expression(field: str, columns: dict[str, str]) -> str:
     """The SQL expression of a field's value in the ``logs`` table."""
     if field == "__topic__":
@@ -389,7 +425,3 @@ def field_expression(field: str, columns: dict[str, str]) -> str:
         return f"tags[{sql_string(field[len('__tag__:') :])}]"
     column = columns.get(field)
     return f'"{column}"' if column else f"extra[{sql_string(field)}]"
-
-
-def compile_search(text: str, config: IndexConfig, columns: dict[str, str]) -> str:
-    return Compiler(config, columns).compile(parse_search(text))

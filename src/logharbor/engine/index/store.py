@@ -11,6 +11,12 @@ Table ``progress``: per shard, the position up to which log groups are indexed. 
 is updated in the same transaction as the rows, so indexing is exactly-once across
 crashes.
 
+Column ``blk`` and tables ``blooms_*``, ``blocks``, ``token_meta``: the token
+prefilter, written in the same transaction (see ``tokens``).
+
+Row groups are 16,384 rows rather than DuckDB's 122,880: reading the few blocks a
+rare token lives in then decodes far less of each string column it touches.
+
 The database refuses external access (files, network, extensions), so that SQL
 queries can only ever read the logs.
 """
@@ -18,13 +24,16 @@ queries can only ever read the logs.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..types import Position, ShardId
+from . import tokens
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs (
@@ -35,12 +44,15 @@ CREATE TABLE IF NOT EXISTS logs (
     topic VARCHAR NOT NULL,
     source VARCHAR NOT NULL,
     tags MAP(VARCHAR, VARCHAR),
-    extra MAP(VARCHAR, VARCHAR)
+    extra MAP(VARCHAR, VARCHAR),
+    blk INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS fields (name VARCHAR PRIMARY KEY, col VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS progress (shard INTEGER PRIMARY KEY, pos BIGINT NOT NULL);
 """
 MAX_COLUMNS = 256
+ROW_GROUP_ROWS = 16_384
+_DATABASE = "logindex"
 FIELD_PREFIX = "c:"  # decoded tables name a field's column "c:<field name>"
 
 _SCHEME = "[A-Za-z][A-Za-z0-9+.-]*://"
@@ -77,58 +89,159 @@ BASE_SCHEMA = pa.schema(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedRows:
+    """Decoded rows with their blocks (numbered from 0) and those blocks' blooms,
+    ready to append (see ``IndexStore.prepare``)."""
+
+    table: pa.Table
+    blocks: pa.Array
+    blooms: pa.Table
+    block_count: int
+
+
 class IndexStore:
     def __init__(self, path: Path, *, memory_limit: str = "1GB", threads: int = 2) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = duckdb.connect(
-            str(path),
+            ":memory:",
             config={
                 "memory_limit": memory_limit,
                 "threads": threads,
                 "autoinstall_known_extensions": False,
                 "autoload_known_extensions": False,
+                # lets a semi-join on candidate blocks filter inside the table scan
+                "dynamic_or_filter_threshold": 1 << 20,
             },
         )
+        quoted = str(path).replace("'", "''")
+        self._db.execute(f"ATTACH '{quoted}' AS {_DATABASE} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        self._db.execute(f"USE {_DATABASE}")
         self._db.execute(_SCHEMA)
+        self._db.execute(tokens.SCHEMA)
         self._db.execute(_MACROS)
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute("SET enable_external_access = false")
         self._db.execute("SET lock_configuration = true")
         self._write_lock = threading.Lock()
+        # DuckDB refuses cursor() on a connection busy in another thread, so other
+        # threads' connections come from this idle one
+        self._cursors = self._db.cursor()
+        self._cursors_lock = threading.Lock()
         self.closed = False
         rows = self._db.execute("SELECT name, col FROM fields").fetchall()
         self._columns: dict[str, str] = {str(name): str(col) for name, col in rows}
+        self._next_block, self.unfiltered_below = self._open_token_filter()
+        self.has_unfiltered_rows = self._count_unfiltered() > 0
 
     def columns(self) -> dict[str, str]:
         """Field name → column, in the order the fields were first seen."""
         return dict(sorted(self._columns.items(), key=lambda item: int(item[1][1:])))
 
+    def _open_token_filter(self) -> tuple[int, int]:
+        """The next block id, and the block id below which rows are not in the
+        token filter (written before it existed, or under another DuckDB ``hash``)."""
+        db = self._db
+        meta = dict(db.execute("SELECT name, value FROM token_meta").fetchall())
+        probe = tokens.hash_probe(db)
+        if not meta:  # a new store, or one written before the token filter
+            has_blk = db.execute(
+                "SELECT count(*) FROM duckdb_columns() "
+                f"WHERE database_name = '{_DATABASE}' AND table_name = 'logs' "
+                "AND column_name = 'blk'"
+            ).fetchall()[0][0]
+            if not has_blk:
+                db.execute("ALTER TABLE logs ADD COLUMN blk INTEGER DEFAULT -1")
+            meta = {"next_block": "0", "unfiltered_below": "0", "hash_probe": probe}
+            self._save_meta(meta)
+        elif meta["hash_probe"] != probe:  # stale blooms: scan the old blocks
+            db.execute("BEGIN TRANSACTION")
+            for table in tokens.BLOOM_TABLES:
+                db.execute(f"DELETE FROM {table}")
+            meta = {**meta, "unfiltered_below": meta["next_block"], "hash_probe": probe}
+            self._save_meta(meta)
+            db.execute("COMMIT")
+        return int(meta["next_block"]), int(meta["unfiltered_below"])
+
+    def _count_unfiltered(self) -> int:
+        """Rows the token filter knows nothing of (they are always scanned)."""
+        query = "SELECT count(*) FROM logs WHERE blk < ?"
+        row: Any = self._db.execute(query, [self.unfiltered_below]).fetchone()
+        return int(row[0])
+
+    def _save_meta(self, meta: dict[str, str]) -> None:
+        for name, value in meta.items():
+            self._db.execute("INSERT OR REPLACE INTO token_meta VALUES (?, ?)", [name, value])
+
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A connection for one query (queries run concurrently with indexing)."""
-        return self._db.cursor()
+        with self._cursors_lock:
+            cursor = self._cursors.cursor()
+        cursor.execute(f"USE {_DATABASE}")
+        return cursor
 
     def progress(self) -> dict[ShardId, Position]:
         with self._write_lock:
             rows = self._db.execute("SELECT shard, pos FROM progress").fetchall()
         return {int(s): int(p) for s, p in rows}
 
-    def append(self, table: pa.Table, shard: ShardId, upto: Position) -> None:
-        """Add decoded rows (base columns plus ``c:<field>`` columns) and move the
-        shard's progress to ``upto``, in one transaction."""
+    def prepare(self, table: pa.Table) -> PreparedRows:
+        """The work of an append that needs no lock: cutting the rows into blocks
+        and building the blocks' token filters.  Safe to run in another thread."""
+        rows = table.num_rows
+        blocks = tokens.block_numbers(rows)
+        if not rows:
+            return PreparedRows(table, blocks, pa.table({}), 0)
+        db = self.reader()
+        try:
+            blooms = tokens.bloom_rows(db, table, blocks)
+        finally:
+            db.close()
+        count = (rows + tokens.BLOCK_ROWS - 1) // tokens.BLOCK_ROWS
+        return PreparedRows(table, blocks, blooms, count)
+
+    def append(self, rows: pa.Table | PreparedRows, shard: ShardId, upto: Position) -> None:
+        """Add decoded rows (base columns plus ``c:<field>`` columns) and their
+        blocks' token filters, and move the shard's progress to ``upto``, in one
+        transaction."""
+        batch = rows if isinstance(rows, PreparedRows) else self.prepare(rows)
         with self._write_lock:
             db = self._db
+            first = self._next_block
             db.execute("BEGIN TRANSACTION")
             try:
-                if table.num_rows:
-                    db.register("incoming", self._to_layout(table))
-                    db.execute("INSERT INTO logs BY NAME SELECT * FROM incoming")
-                    db.unregister("incoming")
+                if batch.table.num_rows:
+                    self._insert(batch, shard, upto, first)
                 db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?)", [int(shard), int(upto)])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
+                self._next_block = first
                 raise
+
+    def _insert(self, batch: PreparedRows, shard: ShardId, upto: Position, first: int) -> None:
+        """Within the caller's transaction: the rows, numbered from block ``first``,
+        their blooms and blocks."""
+        db = self._db
+        layout = self._to_layout(batch.table).append_column("blk", pc.add(batch.blocks, first))
+        db.register("incoming", layout)
+        db.execute("INSERT INTO logs BY NAME SELECT * FROM incoming")
+        db.unregister("incoming")
+        db.register("incoming_blooms", batch.blooms)
+        for number, table in enumerate(tokens.BLOOM_TABLES):
+            db.execute(
+                f"INSERT INTO {table} BY NAME SELECT * REPLACE (blk + {int(first)} AS blk) "
+                f"FROM incoming_blooms WHERE stripe % {tokens.PARTITIONS} = {number}"
+            )
+        db.unregister("incoming_blooms")
+        last = first + batch.block_count
+        db.execute(
+            "INSERT INTO blocks SELECT range, ?, ? FROM range(?, ?)",
+            [int(shard), int(upto) - 1, first, last],
+        )
+        self._save_meta({"next_block": str(last)})
+        self._next_block = last
 
     def _to_layout(self, table: pa.Table) -> pa.Table:
         """Name field columns by their table columns, adding columns for new fields
@@ -159,18 +272,38 @@ class IndexStore:
         return pa.table(columns, names=names)
 
     def drop_before(self, shard: ShardId, position: Position) -> None:
-        """Forget the rows of log groups that retention removed from the shard."""
+        """Forget the rows of log groups that retention removed from the shard, and
+        the token filters of the blocks that held only such rows."""
         with self._write_lock:
-            self._db.execute("DELETE FROM logs WHERE shard = ? AND pos < ?", [shard, position])
+            db = self._db
+            db.execute("BEGIN TRANSACTION")
+            try:
+                db.execute("DELETE FROM logs WHERE shard = ? AND pos < ?", [shard, position])
+                gone = "SELECT blk FROM blocks WHERE shard = ? AND last_pos < ?"
+                for table in tokens.BLOOM_TABLES:
+                    db.execute(f"DELETE FROM {table} WHERE blk IN ({gone})", [shard, position])
+                db.execute("DELETE FROM blocks WHERE shard = ? AND last_pos < ?", [shard, position])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            if self.has_unfiltered_rows:
+                self.has_unfiltered_rows = self._count_unfiltered() > 0
 
     def row_count(self) -> int:
-        result: Any = self._db.cursor().execute("SELECT count(*) FROM logs").fetchone()
-        return int(result[0])
+        db = self.reader()
+        try:
+            result: Any = db.execute("SELECT count(*) FROM logs").fetchone()
+            return int(result[0])
+        finally:
+            db.close()
 
     def close(self) -> None:
         with self._write_lock:
             if not self.closed:
                 self.closed = True
+                with self._cursors_lock:
+                    self._cursors.close()
                 self._db.close()
 
 
