@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -290,16 +291,35 @@ class TestRetention:
         finally:
             engine.close()
 
-    def test_retention_does_not_block_writes(self, tmp_path: Path) -> None:
+    def test_retention_runs_in_the_background_while_writes_go_on(self, tmp_path: Path) -> None:
+        # every write moves the clock a day on, so with a one-day TTL the background
+        # pass (every 10 ms) keeps dropping segments (one per log group) while the
+        # writes go on; every write is acknowledged, the end never moves back
+        now = [1_800_000_000 * NANOS_PER_SECOND]
         engine = Engine(
-            EngineConfig(ingest_workers=0, data_dir=tmp_path / "e", retention_interval=0.01)
+            EngineConfig(
+                ingest_workers=0,
+                data_dir=tmp_path / "e",
+                clock=lambda: now[0],
+                segment_bytes=1,
+                retention_interval=0.01,
+            )
         )
         try:
             engine.create_project("pr1")
-            engine.create_logstore("pr1", "ls", shard_count=1)
+            engine.create_logstore("pr1", "ls", shard_count=1, ttl=1)
             for i in range(200):
-                engine.put("pr1", "ls", prepared({"n": str(i)})).result(timeout=5)
+                receipt = engine.put("pr1", "ls", prepared({"n": str(i)})).result(timeout=5)
+                assert receipt.position == i
+                now[0] += NANOS_PER_DAY
+                time.sleep(0.001)
+            deadline = time.monotonic() + 10
+            while engine.cursor("pr1", "ls", 0, "begin") < 198 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert engine.cursor("pr1", "ls", 0, "begin") >= 198
             assert engine.cursor("pr1", "ls", 0, "end") == 200
+            # the dropped segments' files are gone, not just forgotten
+            assert len(list((tmp_path / "e").rglob("*.log"))) <= 3
         finally:
             engine.close()
 

@@ -923,17 +923,25 @@ class Engine:
         with self._lock:
             stores = list(self._stores.values())
 
-        def drop() -> int:
-            dropped = 0
+        def detach() -> list[tuple[ShardLog, list[Segment]]]:
+            detached = []
             for runtime in stores:
                 if runtime.deleted:
                     continue
                 cutoff = now - runtime.info.ttl * NANOS_PER_DAY
                 for shard in runtime.shards.values():
-                    dropped += shard.drop_expired(cutoff)
-            return dropped
+                    expired = shard.detach_expired(cutoff)
+                    if expired:
+                        detached.append((shard, expired))
+            return detached
 
-        dropped: int = self.commit.run(drop)
+        # the commit thread only unlinks the segments from memory; deleting files
+        # and syncing directories happens here, while writes go on
+        detached: list[tuple[ShardLog, list[Segment]]] = self.commit.run(detach)
+        dropped = 0
+        for shard, segments in detached:
+            shard.discard(segments)
+            dropped += sum(s.count for s in segments)
         if dropped:
             log.info("retention dropped %d log groups", dropped)
             for runtime in stores:  # the index forgets what the shard logs dropped

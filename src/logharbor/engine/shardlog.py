@@ -7,10 +7,11 @@ position, receive time, raw size, log count, compression, payload), so a pull
 is one ``pread`` of consecutive records.
 
 Concurrency: one writer, the engine's commit thread, calls every mutating
-method (``write``, ``sync``, ``publish``, ``roll``, ``drop_expired``,
-``close``).  Readers call ``read``, ``position_at`` and ``received_at`` from
-any thread; they see only records up to ``committed``, the end of the data
-that has been made durable.
+method (``write``, ``sync``, ``publish``, ``roll``, ``detach_expired``,
+``close``); ``discard`` deletes detached files from any thread.  Readers
+call ``read``, ``position_at`` and ``received_at`` from any thread; they see
+only records up to ``committed``, the end of the data that has been made
+durable.
 
 Recovery: on open every record of the newest segment is checked against its
 checksum and the file is cut at the first torn or corrupt record; older
@@ -281,17 +282,19 @@ class ShardLog:
         self.readonly = True
         return self._next
 
-    def drop_expired(self, cutoff: Nanos) -> int:
-        """Delete the segments whose every record was received before ``cutoff``.
+    def detach_expired(self, cutoff: Nanos) -> list[Segment]:
+        """Take the segments whose every record was received before ``cutoff`` out
+        of the shard (readers no longer see them); ``discard`` deletes their files.
 
-        The newest segment is sealed first if it has expired too, so that an
-        empty segment keeps the shard's end position across restarts.
-        Returns how many records were dropped.
+        Runs on the commit thread and only touches memory, unless the newest
+        segment has expired too: it is sealed first, so that an empty segment keeps
+        the shard's end position across restarts.  A crash before ``discard`` leaves
+        the files, and the next retention pass drops them again.
         """
         with self._lock:
             segments = list(self._segments)
         if not segments:
-            return 0
+            return []
         newest = segments[-1]
         if newest.count and newest.received[-1] < cutoff and not newest.dirty:
             self.roll()
@@ -305,18 +308,20 @@ class ShardLog:
                 dropped.append(segment)
             else:
                 break
-        if not dropped:
-            return 0
-        with self._lock:
-            del self._segments[: len(dropped)]
-        for segment in dropped:
+        if dropped:
+            with self._lock:
+                del self._segments[: len(dropped)]
+        return dropped
+
+    def discard(self, segments: list[Segment]) -> None:
+        """Delete the files of detached segments (off the commit thread)."""
+        for segment in segments:
             if segment.fd is not None:
                 os.close(segment.fd)
                 segment.fd = None
             segment.path.unlink(missing_ok=True)
-        if self.durable:
+        if segments and self.durable:
             _fsync_dir(self.directory)
-        return sum(s.count for s in dropped)
 
     # ---------------------------------------------------------- compaction
 
