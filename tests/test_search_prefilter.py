@@ -21,6 +21,7 @@ from groups import prepared
 from harness import ServerProcess
 from logharbor.engine import Engine, EngineConfig
 from logharbor.engine.index import tokens
+from logharbor.engine.index.query import _where
 from logharbor.engine.index.search import parse_search, required_tokens
 from logharbor.engine.index.store import IndexStore
 from logharbor.engine.types import NANOS_PER_DAY, NANOS_PER_SECOND
@@ -110,12 +111,22 @@ def store_of(engine: Engine) -> IndexStore:
 def candidates(engine: Engine, query: str) -> set[int] | None:
     """The blocks the prefilter lets a query read (None: it reads them all)."""
     store, config, _ = engine._indexed("shop", "access")
-    need = required_tokens(parse_search(query), config)
+    need = required_tokens(parse_search(query), config, store.columns())
     if need is None:
         return None
     db = store.reader()
     try:
-        return tokens.candidate_blocks(db, need)
+        return tokens.candidate_blocks(db, need).blocks
+    finally:
+        db.close()
+
+
+def where_of(engine: Engine, query: str) -> str:
+    """The SQL condition a query runs with."""
+    store, config, _ = engine._indexed("shop", "access")
+    db = store.reader()
+    try:
+        return _where(db, store, query, config, store.columns(), *WIDE, None)
     finally:
         db.close()
 
@@ -160,6 +171,30 @@ class TestRareWordsAreFoundExactly:
         assert candidates(engine, "served") is None  # in every block: not worth it
         assert candidates(engine, "not zebra42") is None  # NOT demands nothing
         assert candidates(engine, "latency > 5") is None
+
+    def test_a_word_is_looked_for_only_in_the_fields_whose_lane_holds_it(
+        self, engine: Engine
+    ) -> None:
+        # "quokka" is only ever in user (lane 1): the full-text predicate reads the
+        # user column and no other field column (extra, the overflow map, stays)
+        assert tokens.lane("user") not in {tokens.lane(f) for f in ("msg", "level", "code")}
+        columns = store_of(engine).columns()
+        predicate = where_of(engine, "quokka")
+        assert f'"{columns["user"]}"' in predicate
+        assert f'"{columns["msg"]}"' not in predicate
+        assert f'"{columns["level"]}"' not in predicate
+        # a field search of a field that never holds the word is FALSE outright
+        assert "FALSE" in where_of(engine, "level: quokka")
+        assert found(engine, "level: quokka") == []
+        # and NOT of a skipped field still keeps every other log
+        assert count(engine, "not msg: quokka") == TOTAL
+        assert count(engine, "not quokka") == TOTAL - 1
+
+    def test_lanes_of_topic_source_and_tags(self, engine: Engine) -> None:
+        assert count(engine, "__topic__: billing") == PER_GROUP + 1
+        assert count(engine, "__source__: 10.0.0.1") == TOTAL
+        assert count(engine, "__tag__:host: narwhal-3 and export") == 1
+        assert count(engine, "billing") == 0  # full text covers the fields only
 
     def test_words_the_prefilter_cannot_vouch_for_scan_everything(self, engine: Engine) -> None:
         assert candidates(engine, "code: B") is None  # "x" separates, inside a filter token

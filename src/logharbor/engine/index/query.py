@@ -362,14 +362,18 @@ def _where(
     """The rows a search keeps: its predicate, the time range ``[from, to)`` and the
     topic; and, when the token filter rules out most blocks, the blocks it may be in."""
     node = parse_search(search)
-    predicate = Compiler(config, columns).compile(node)
+    need = required_tokens(node, config, columns)
+    candidates = candidate_blocks(db, need) if need is not None else None
+    # the filter knows nothing of unfiltered rows, so it may only skip fields when
+    # there are none
+    exact = candidates if not store.has_unfiltered_rows else None
+    predicate = Compiler(config, columns, exact).compile(node)
     where = f"t >= {int(from_ns)} AND t < {int(to_ns)} AND {predicate}"
     if topic is not None:
         where += f" AND topic = {sql_string(topic)}"
-    need = required_tokens(node, config)
-    blocks = candidate_blocks(db, need) if need is not None else None
-    if blocks is None:
+    if candidates is None or candidates.blocks is None:
         return where
+    blocks = candidates.blocks
     listed = ", ".join(str(b) for b in sorted(blocks))
     within = f"blk IN (SELECT unnest([{listed}]::INTEGER[]))" if blocks else "FALSE"
     if store.has_unfiltered_rows:

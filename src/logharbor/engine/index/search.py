@@ -29,7 +29,19 @@ from dataclasses import dataclass
 
 from ...protocol.errors import ErrorCode, ServiceError
 from .config import DEFAULT_TOKENS, IndexConfig, KeyConfig
-from .tokens import AllOf, AnyOf, Need, Tokens, separators_split_tokens, word_tokens
+from .store import MAX_COLUMNS
+from .tokens import (
+    LANES,
+    TAG_LANE_NAME,
+    AllOf,
+    AnyOf,
+    Candidates,
+    Need,
+    Tokens,
+    lane,
+    separators_split_tokens,
+    word_tokens,
+)
 
 _OPERATORS = (">=", "<=", ">", "<", "=")
 _KEYWORDS = {"and", "or", "not", "in"}
@@ -303,11 +315,21 @@ class Compiler:
 
     ``columns`` maps field names to their columns in the index store; a field with
     no column of its own is looked up in the ``extra`` map (NULL if absent).
+
+    ``candidates``, what the token filter said of the search's words, lets a word
+    skip the fields whose lane holds none of its tokens; pass it only when the
+    filter covers every row (see ``tokens``).
     """
 
-    def __init__(self, config: IndexConfig, columns: dict[str, str]) -> None:
+    def __init__(
+        self,
+        config: IndexConfig,
+        columns: dict[str, str],
+        candidates: Candidates | None = None,
+    ) -> None:
         self.config = config
         self.columns = columns
+        self.candidates = candidates
 
     def compile(self, node: Node) -> str:
         if isinstance(node, All):
@@ -344,11 +366,16 @@ class Compiler:
         words = [w if case_sensitive else w.lower() for w in node.words]
         body = f"[{sep}]+".join(_literal(w) for w in words)
         pattern = sql_string(f"(^|[{sep}]){body}" + ("" if node.prefix else f"($|[{sep}])"))
+        needed = _text_tokens(node, self.config, self.columns)
         if node.field is None:  # full text: any field's value
-            targets = [f'"{col}"' for col in self.columns.values()]
+            targets = [
+                f'"{col}"' for name, col in self.columns.items() if self._may_hold(name, needed)
+            ]
             targets.append("array_to_string(map_values(extra), chr(10))")
-        else:
+        elif self._may_hold(node.field, needed):
             targets = [self.column(node.field)]
+        else:
+            return "FALSE"
         exact = node.field is not None and not node.prefix and len(words) == 1
         first = words[0]
         caseless = case_sensitive or first.lower() == first.upper()  # no letters
@@ -367,6 +394,16 @@ class Compiler:
             matches.append(token)
         return "(" + " OR ".join(matches) + ")"
 
+    def _may_hold(self, field: str, needed: Need | None) -> bool:
+        if self.candidates is None or not isinstance(needed, Tokens):
+            return True
+        return self.candidates.may_hold(lane_field(field), needed.tokens)
+
+
+def lane_field(field: str) -> str:
+    """The name whose lane holds a field's tokens (see ``tokens.lane``)."""
+    return TAG_LANE_NAME if field.startswith("__tag__:") else field
+
 
 def search_rules(config: IndexConfig, field: str | None) -> tuple[tuple[str, ...], bool]:
     """The separators and case rule of full text (``field`` None) or of a field."""
@@ -384,27 +421,29 @@ def search_rules(config: IndexConfig, field: str | None) -> tuple[tuple[str, ...
     return key.tokens, key.case_sensitive
 
 
-def required_tokens(node: Node, config: IndexConfig) -> Need | None:
+def required_tokens(node: Node, config: IndexConfig, columns: dict[str, str]) -> Need | None:
     """What the token prefilter may demand of a matching row's block, or None for
     nothing (see ``tokens``): the tokens of words and phrases, all of them under
     AND, one alternative's under OR; nothing from NOT, prefixes, comparisons, or
     words whose configured separators do not all end tokens."""
     if isinstance(node, Text):
-        return _text_tokens(node, config)
+        return _text_tokens(node, config, columns)
     if isinstance(node, And):
-        needs = [n for n in (required_tokens(c, config) for c in node.children) if n is not None]
+        needs = [
+            n for n in (required_tokens(c, config, columns) for c in node.children) if n is not None
+        ]
         if not needs:
             return None
         return needs[0] if len(needs) == 1 else AllOf(tuple(needs))
     if isinstance(node, Or):
-        alternatives = [required_tokens(c, config) for c in node.children]
+        alternatives = [required_tokens(c, config, columns) for c in node.children]
         if any(n is None for n in alternatives):
             return None
         return AnyOf(tuple(n for n in alternatives if n is not None))
     return None
 
 
-def _text_tokens(node: Text, config: IndexConfig) -> Need | None:
+def _text_tokens(node: Text, config: IndexConfig, columns: dict[str, str]) -> Need | None:
     separators, case_sensitive = search_rules(config, node.field)
     if not separators_split_tokens(separators):
         return None
@@ -412,7 +451,15 @@ def _text_tokens(node: Text, config: IndexConfig) -> Need | None:
     tokens = [t for w in words for t in word_tokens(w)]
     if node.prefix and tokens:
         tokens.pop()  # its match may continue past the word
-    return Tokens(frozenset(tokens)) if tokens else None
+    if not tokens:
+        return None
+    if node.field is not None:
+        lanes = frozenset({lane(lane_field(node.field))})
+    elif len(columns) >= MAX_COLUMNS:  # fields beyond the columns: any lane
+        lanes = frozenset(range(LANES))
+    else:
+        lanes = frozenset(lane(name) for name in columns)
+    return Tokens(frozenset(tokens), lanes)
 
 
 def field_expression(field: str, columns: dict[str, str]) -> str:

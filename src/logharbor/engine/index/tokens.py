@@ -8,6 +8,14 @@ asks the filter which blocks may hold the tokens its every match must contain, a
 the query scans only those blocks; the exact predicate still decides each row, so
 the filter only has to return a superset.
 
+**Lanes**: each token is hashed together with the lane of the field it came from
+(``lane``: a hash of the field name, one of ``LANES``), so a block's filter says
+which lanes hold a token.  A field search probes its field's lane only; a
+full-text search probes the lanes of the logstore's fields and then evaluates its
+predicate only on the fields whose lane holds every token of the word somewhere
+(``Candidates.may_hold``): a rare word that only messages contain is not looked
+for in the other columns.
+
 Why exact: a search word matches a value when the value (lowercased by DuckDB unless
 the configuration is case-sensitive) contains the word between two separators of
 the configuration.  When every such separator is a non-letter, non-digit character
@@ -42,6 +50,7 @@ always scanned too.
 from __future__ import annotations
 
 import functools
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +81,8 @@ _SALTS = (
     0x5C6BFB31,
 )
 _HASH_PROBE = "LogHarbor token probe: Ünïcödé 42"
+LANES = 8
+TAG_LANE_NAME = "__tag__"  # every tag value is in this name's lane
 _TAG_ENTRY = pa.list_(
     pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
 )
@@ -114,29 +125,47 @@ def _ordinals(rows: int) -> pa.Array:
     return _ordinal_range(size).slice(0, rows)
 
 
+def lane(field: str) -> int:
+    """The lane of a field's tokens (``__topic__``, ``__source__``, ``__tag__`` for
+    tag values, else the field's name)."""
+    return zlib.crc32(field.encode()) % LANES
+
+
 def table_tokens(table: pa.Table, blocks: pa.Array) -> pa.Table:
-    """The tokens of a decoded table as ``(blk, tok)`` rows, where ``blk`` is the
-    row's entry of ``blocks``.  Not lowercased yet (DuckDB does that) and with
+    """The tokens of a decoded table as ``(blk, lane, tok)`` rows, where ``blk`` is
+    the row's entry of ``blocks``.  Not lowercased yet (DuckDB does that) and with
     duplicates: a value repeated within a block is tokenized once."""
     owners: list[pa.Array] = []
+    lanes: list[pa.Array] = []
     tokens: list[pa.Array] = []
     for name in table.column_names:
         if name == "tags":
             entries = table[name].combine_chunks().cast(_TAG_ENTRY)
             values = pc.list_flatten(entries).field("value")
             where = pc.take(blocks, pc.list_parent_indices(entries))
-        elif name in ("topic", "source") or name.startswith("c:"):
-            values, where = table[name].combine_chunks(), blocks
+            field = TAG_LANE_NAME
+        elif name in ("topic", "source"):
+            values, where, field = table[name].combine_chunks(), blocks, f"__{name}__"
+        elif name.startswith("c:"):
+            values, where, field = table[name].combine_chunks(), blocks, name[2:]
         else:
             continue
         owner, token = _value_tokens(values, where)
         owners.append(owner)
+        lanes.append(pa.repeat(pa.scalar(lane(field), pa.uint8()), len(token)))
         tokens.append(token)
     if not tokens:
-        return pa.table({"blk": pa.array([], pa.int32()), "tok": pa.array([], pa.string())})
+        return pa.table(
+            {
+                "blk": pa.array([], pa.int32()),
+                "lane": pa.array([], pa.uint8()),
+                "tok": pa.array([], pa.string()),
+            }
+        )
     return pa.table(
         {
             "blk": pa.chunked_array(owners, pa.int32()),
+            "lane": pa.chunked_array(lanes, pa.uint8()),
             "tok": pa.chunked_array(tokens, pa.string()),
         }
     )
@@ -176,7 +205,7 @@ def bloom_rows(db: duckdb.DuckDBPyConnection, table: pa.Table, blocks: pa.Array)
     try:
         return db.sql(f"""
 WITH h AS MATERIALIZED (
-    SELECT blk, hash(lower(tok)) AS h FROM incoming_tokens WHERE tok <> ''
+    SELECT blk, hash(lower(tok), lane) AS h FROM incoming_tokens WHERE tok <> ''
 ),
 sized AS (
     SELECT blk, least(65535, greatest(1, ceil(
@@ -195,7 +224,7 @@ GROUP BY h.blk, stripe, sized.cells, cell
 
 def hash_probe(db: duckdb.DuckDBPyConnection) -> str:
     """DuckDB's hash of a fixed token: blooms written under another value are stale."""
-    row: Any = db.execute("SELECT hash(lower(?))", [_HASH_PROBE]).fetchone()
+    row: Any = db.execute("SELECT hash(lower(?), 1::UTINYINT)", [_HASH_PROBE]).fetchone()
     return str(row[0])
 
 
@@ -221,9 +250,11 @@ def separators_split_tokens(separators: tuple[str, ...]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Tokens:
-    """Every matching row's block holds all of these tokens."""
+    """Every matching row's block holds all of these tokens in one of these lanes
+    (one lane for a field search; the lanes of every field for full text)."""
 
     tokens: frozenset[str]
+    lanes: frozenset[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,12 +270,14 @@ class AnyOf:
 Need = Tokens | AllOf | AnyOf
 
 
-def _tokens_of(need: Need) -> Iterable[str]:
+def _probes(need: Need) -> Iterable[tuple[int, str]]:
     if isinstance(need, Tokens):
-        yield from need.tokens
+        for token in need.tokens:
+            for number in need.lanes:
+                yield number, token
     else:
         for child in need.children:
-            yield from _tokens_of(child)
+            yield from _probes(child)
 
 
 def _probe_sql(value: int) -> str:
@@ -260,29 +293,55 @@ def _probe_sql(value: int) -> str:
     )
 
 
-def candidate_blocks(db: duckdb.DuckDBPyConnection, need: Need) -> set[int] | None:
-    """The blocks that may hold a row meeting ``need``; None when so many might
-    that filtering would not pay."""
-    tokens = sorted(set(_tokens_of(need)))
-    hashes = dict(
-        db.execute(
-            "SELECT t, hash(lower(t)) FROM unnest(?::VARCHAR[]) AS u(t)", [tokens]
-        ).fetchall()
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """What the token filter said of a search: ``blocks``, the blocks that may hold
+    a matching row (None: too many to be worth filtering), and per probed (lane,
+    token) the blocks that may hold it."""
+
+    blocks: set[int] | None
+    found: dict[tuple[int, str], set[int]]
+
+    def may_hold(self, field: str, tokens: Iterable[str]) -> bool:
+        """False when no block holds every one of ``tokens`` in ``field``'s lane, so
+        that the field cannot match a word made of them; True when unsure."""
+        number = lane(field)
+        sets = [self.found.get((number, token)) for token in tokens]
+        if not sets or any(found is None for found in sets):
+            return True
+        return bool(set.intersection(*[found for found in sets if found is not None]))
+
+
+def candidate_blocks(db: duckdb.DuckDBPyConnection, need: Need) -> Candidates:
+    """Ask the token filter about ``need`` (one scan of a bloom table per probe,
+    all in one query)."""
+    probes = sorted(set(_probes(need)))
+    if not probes:  # full text over a logstore with no fields yet
+        return Candidates(set(), {})
+    columns = ", ".join(f"hash(lower(?), {int(number)}::UTINYINT)" for number, _ in probes)
+    row: Any = db.execute(f"SELECT {columns}", [token for _, token in probes]).fetchone()
+    hashes = [int(h) for h in row]
+    union = " UNION ALL ".join(
+        f"SELECT {k} AS probe, blk FROM ({_probe_sql(h)})" for k, h in enumerate(hashes)
     )
-    found: dict[str, set[int]] = {}
-    for token in tokens:
-        found[token] = {int(b) for (b,) in db.execute(_probe_sql(int(hashes[token]))).fetchall()}
+    found: dict[tuple[int, str], set[int]] = {probe: set() for probe in probes}
+    for k, blk in db.execute(union).fetchall():
+        found[probes[int(k)]].add(int(blk))
     blocks = _evaluate(need, found)
-    row: Any = db.execute("SELECT count(*) FROM blocks").fetchone()
+    row = db.execute("SELECT count(*) FROM blocks").fetchone()
     if len(blocks) > MAX_CANDIDATE_SHARE * max(1, int(row[0])):
-        return None
-    return blocks
+        return Candidates(None, found)
+    return Candidates(blocks, found)
 
 
-def _evaluate(need: Need, found: dict[str, set[int]]) -> set[int]:
+def _evaluate(need: Need, found: dict[tuple[int, str], set[int]]) -> set[int]:
     if isinstance(need, Tokens):
-        sets = [found[t] for t in need.tokens]
-        return set.intersection(*sets) if sets else set()
+        blocks: set[int] = set()
+        for number in need.lanes:
+            sets = [found[(number, t)] for t in need.tokens]
+            if sets:
+                blocks |= set.intersection(*sets)
+        return blocks
     results = [_evaluate(child, found) for child in need.children]
     if isinstance(need, AllOf):
         return set.intersection(*results)
