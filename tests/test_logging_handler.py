@@ -269,3 +269,36 @@ def test_a_forked_worker_ships_its_own_records(
         handler.close()
     messages = sorted(str(log.get("message")) for log, _ in stored_logs(client, project, name))
     assert messages == ["master", "worker"]
+
+
+def test_the_producers_own_http_logs_are_not_shipped_back(
+    server: ServerProcess,
+    client: LogClient,
+    logstore: tuple[str, str],
+    restore_logging: None,
+) -> None:
+    # httpx logs each request at INFO on the sender thread that makes it: shipped,
+    # every batch would bring more records, forever.
+    project, name = logstore
+    handler = LogHarborHandler(
+        project,
+        name,
+        endpoint=server.endpoint,
+        access_key_id=server.access_key_id,
+        access_key_secret=server.access_key_secret,
+        config=FAST,
+    )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        logging.getLogger("feedback").info("the only record")
+        time.sleep(10 * FAST.batch.linger)  # a feedback loop would have sent more by now
+        assert handler.producer.statistics().delivered_batches == 1
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+    messages = [log.get("message") for log, _ in stored_logs(client, project, name)]
+    assert messages == ["the only record"]
+    assert handler.suppressed >= 1  # at least httpx's record of that one request

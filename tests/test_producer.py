@@ -8,8 +8,12 @@ answer 429/500 on demand or to hang (``httpx.MockTransport``).
 from __future__ import annotations
 
 import concurrent.futures
+import logging
+import multiprocessing
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +29,7 @@ from logharbor import (
     ClientError,
     LogClient,
     LogGroup,
+    LogHarborHandler,
     LogItem,
     ManualClock,
     NotFoundError,
@@ -35,11 +40,13 @@ from logharbor import (
     RetryPolicy,
     SendFuture,
     SendResult,
+    Timeout,
 )
 from logharbor.client._encoding import encode_item, group_suffix
 from logharbor.client._producer import _SenderPool
 
 FAST_RETRY = RetryPolicy(max_retries=200, backoff_base=0.01, backoff_max=0.1)
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def config(**options: object) -> ProducerConfig:
@@ -85,6 +92,31 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """A loopback address that takes connections and never answers (a hung server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)  # the kernel completes connections; nothing reads them
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class Recording(httpx.BaseTransport):
+    """The real network, remembering every request sent through it."""
+
+    def __init__(self) -> None:
+        self.network = httpx.HTTPTransport()
+        self.requests: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        return self.network.handle_request(request)
+
+    def close(self) -> None:
+        self.network.close()
 
 
 # ------------------------------------------------------------------ encoding
@@ -206,19 +238,54 @@ def test_batches_are_cut_by_count_and_kept_apart_by_topic(
     assert sizes == [(1, "b"), (5, ""), (10, ""), (10, "")]
 
 
+def groups_by_shard(client: LogClient, project: str, logstore: str) -> dict[int, list[LogGroup]]:
+    """The log groups stored in each shard that holds any."""
+    found: dict[int, list[LogGroup]] = {}
+    for shard in client.list_shards(project, logstore):
+        cursor = client.get_cursor(project, logstore, shard.shard_id, "begin")
+        pulled = client.pull_logs(project, logstore, shard.shard_id, cursor, count=1000)
+        if pulled.log_groups:
+            found[shard.shard_id] = [group.log_group for group in pulled.log_groups]
+    return found
+
+
 def test_logs_with_one_hash_key_land_in_one_shard(
     server: ServerProcess, client: LogClient, logstore: tuple[str, str]
 ) -> None:
     project, name = logstore
-    with producer_for(server, batch=BatchPolicy(hash_key_buckets=4, linger=0.01)) as producer:
+    # One log per batch: 20 log groups, which the server would spread over both
+    # shards if they did not carry the hash key.
+    batch = BatchPolicy(max_count=1, hash_key_buckets=4, linger=0.01)
+    with producer_for(server, batch=batch) as producer:
         for i in range(20):
             producer.send(project, name, {"i": str(i)}, hash_key="user-42")
-    shards = set()
-    for shard in client.list_shards(project, name):
-        cursor = client.get_cursor(project, name, shard.shard_id, "begin")
-        if client.pull_logs(project, name, shard.shard_id, cursor).log_count:
-            shards.add(shard.shard_id)
-    assert len(shards) == 1
+
+    (groups,) = groups_by_shard(client, project, name).values()
+    assert len(groups) == 20
+
+
+def test_batches_are_kept_apart_per_hash_key_bucket(
+    server: ServerProcess, client: LogClient, logstore: tuple[str, str]
+) -> None:
+    project, name = logstore
+    shards = client.list_shards(project, name)
+    assert [s.begin_key[0] for s in shards] == ["0", "8"]  # two shards: two halves
+    low, also_low, high = "0" * 31 + "1", "7" + "f" * 31, "8" + "0" * 31
+    batch = BatchPolicy(hash_key_buckets=2, linger=0.2)  # buckets 0000… and 8000…
+    with producer_for(server, batch=batch) as producer:
+        for i in range(6):
+            for key in (low, also_low, high):
+                producer.send(project, name, {"key": key, "i": str(i)}, hash_key=key)
+        producer.flush()
+        stats = producer.statistics()
+
+    assert stats.delivered_batches == 2  # one per bucket, though three hash keys
+    by_shard = groups_by_shard(client, project, name)
+    keys = {
+        shard: [sorted({str(log.get("key")) for log in group.logs}) for group in groups]
+        for shard, groups in by_shard.items()
+    }
+    assert keys == {shards[0].shard_id: [[low, also_low]], shards[1].shard_id: [[high]]}
 
 
 def test_linger_runs_on_the_injected_clock(
@@ -254,6 +321,120 @@ async def test_send_async_awaits_the_result(
     awaited = await producer.send(project, name, {"a": "3"})  # a SendFuture is awaitable
     assert awaited.success and awaited.log_count == 1
     assert await producer.aclose() == []
+
+
+def test_zstd_batches_arrive_compressed_with_zstd(
+    server: ServerProcess, client: LogClient, logstore: tuple[str, str]
+) -> None:
+    project, name = logstore
+    recording = Recording()
+    producer = Producer(
+        server.endpoint,
+        access_key_id=server.access_key_id,
+        access_key_secret=server.access_key_secret,
+        config=ProducerConfig(
+            batch=BatchPolicy(linger=0.05), workers=1, compression="zstd", user_agent="zstd-test/1"
+        ),
+        transport=recording,
+        registry=CollectorRegistry(),
+    )
+    producer.send(project, name, [{"i": str(i), "pad": "abc" * 100} for i in range(200)])
+    producer.close()
+
+    assert recording.requests, "nothing was sent"
+    for request in recording.requests:
+        assert request.headers["x-lh-compress-type"] == "zstd"
+        assert request.content.startswith(ZSTD_MAGIC)
+        assert len(request.content) < int(request.headers["x-lh-raw-size"]) // 10
+        assert request.headers["user-agent"] == "zstd-test/1"
+    stored = sorted(int(str(log.get("i"))) for log, _ in stored_logs(client, project, name))
+    assert stored == list(range(200))
+
+
+EXIT_SCRIPT = """
+import sys
+from logharbor import BatchPolicy, Producer, ProducerConfig
+
+endpoint, key_id, secret, project, logstore = sys.argv[1:]
+producer = Producer(
+    endpoint, access_key_id=key_id, access_key_secret=secret,
+    config=ProducerConfig(batch=BatchPolicy(linger=30.0)),
+)
+for i in range(50):
+    producer.send(project, logstore, {"i": str(i)})
+print(producer.statistics().pending_logs)
+# no close(): the interpreter's exit delivers the 50 logs
+"""
+
+
+def test_interpreter_exit_delivers_what_a_producer_holds(
+    server: ServerProcess, client: LogClient, logstore: tuple[str, str]
+) -> None:
+    project, name = logstore
+    started = time.monotonic()
+    arguments = [server.endpoint, server.access_key_id, server.access_key_secret, project, name]
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["50"]  # all held at exit: the linger is 30 s
+    assert time.monotonic() - started < 25
+    stored = sorted(int(str(log.get("i"))) for log, _ in stored_logs(client, project, name))
+    assert stored == list(range(50))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: BatchPolicy(max_bytes=5 * 1024 * 1024 + 1), "max_bytes must be between 1 and"),
+        (lambda: BatchPolicy(max_bytes=0), "max_bytes must be between 1 and"),
+        (lambda: BatchPolicy(max_count=40961), "max_count must be between 1 and 40960"),
+        (lambda: BatchPolicy(max_count=0), "max_count must be between 1 and 40960"),
+        (lambda: BatchPolicy(linger=-0.001), "linger must be 0 or more"),
+        (lambda: BatchPolicy(hash_key_buckets=3), "hash_key_buckets must be a power of two"),
+        (lambda: ProducerConfig(workers=0), "workers must be 1 or more"),
+        (lambda: ProducerConfig(max_buffer_bytes=0), "max_buffer_bytes must be 1 or more"),
+        (lambda: ProducerConfig(buffer_full_timeout=-1), "buffer_full_timeout must be 0 or"),
+    ],
+)
+def test_settings_out_of_their_limits_are_refused(make: Callable[[], object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_settings_at_their_limits_are_accepted() -> None:
+    batch = BatchPolicy(max_bytes=5 * 1024 * 1024, max_count=40960, linger=0, hash_key_buckets=1)
+    assert ProducerConfig(batch=batch, workers=1).batch.max_count == 40960
+
+
+def test_a_close_waiting_on_a_hung_server_is_closing_until_it_gives_up(
+    silent_endpoint: str,
+) -> None:
+    producer = Producer(
+        silent_endpoint,
+        config=config(timeout=Timeout(connect=5, read=30, write=5, pool=5)),
+        registry=CollectorRegistry(),
+    )
+    future = producer.send("p", "l", {"a": "b"})
+    closing = threading.Thread(target=producer.close, args=(1.0,))
+    closing.start()
+    deadline = time.monotonic() + 5
+    while producer.state is ProducerState.OPEN and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert producer.state is ProducerState.CLOSING
+    assert producer.statistics().state is ProducerState.CLOSING
+    with pytest.raises(ProducerClosedError, match="closing"):
+        producer.send("p", "l", {"a": "late"})
+    assert not future.done()
+
+    closing.join(10)
+    assert producer.state is ProducerState.CLOSED
+    assert isinstance(future.result(0).error, ProducerClosedError)
 
 
 # ------------------------------------------------------------------- failures
@@ -612,6 +793,50 @@ def test_a_forked_child_gets_its_own_empty_producer(
     assert who == ["child", "parent0", "parent1", "parent2"]
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_children_that_exit_through_multiprocessing_deliver_what_they_held(
+    server: ServerProcess, client: LogClient, logstore: tuple[str, str]
+) -> None:
+    # A multiprocessing child ends with os._exit, which skips atexit; the linger is
+    # longer than the test, so only closing at the child's exit delivers its logs.
+    project, name = logstore
+    slow = ProducerConfig(batch=BatchPolicy(linger=30.0), workers=1, name="mp-test")
+    producer = producer_for(server, batch=slow.batch)
+    handler = LogHarborHandler(
+        project,
+        name,
+        endpoint=server.endpoint,
+        access_key_id=server.access_key_id,
+        access_key_secret=server.access_key_secret,
+        config=slow,
+    )
+    log = logging.getLogger("mp-worker")
+    log.addHandler(handler)
+    log.propagate = False
+
+    def work(child: int) -> None:
+        log.warning("record of child %d", child)
+        producer.send(project, name, {"message": f"send of child {child}"})
+
+    context = multiprocessing.get_context("fork")
+    try:
+        children = [context.Process(target=work, args=(i,)) for i in range(3)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(30)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        producer.close()
+
+    assert [child.exitcode for child in children] == [0, 0, 0]
+    messages = sorted(str(log.get("message")) for log, _ in stored_logs(client, project, name))
+    assert messages == sorted(
+        [f"record of child {i}" for i in range(3)] + [f"send of child {i}" for i in range(3)]
+    )
+
+
 # --------------------------------------------------------------------- metrics
 
 
@@ -638,3 +863,52 @@ def test_statistics_and_prometheus_metrics_agree() -> None:
     assert value("logharbor_producer_pending_logs") == 0
     assert value("logharbor_producer_batch_latency_seconds_count", code="OK") == 1
     assert value("logharbor_producer_batch_size_bytes_sum", code="OK") == stats.delivered_bytes
+
+
+def test_delivered_bytes_are_the_encoded_logs_in_statistics_and_metrics(
+    server: ServerProcess, logstore: tuple[str, str]
+) -> None:
+    project, name = logstore
+    registry = CollectorRegistry()
+    logs = [LogItem({"i": str(i), "pad": "x" * i}, 1_700_000_000_000_000_000) for i in range(30)]
+    producer = producer_for(server, registry=registry, batch=BatchPolicy(max_count=7))
+    producer.send(project, name, logs)
+    producer.close()
+
+    encoded = sum(len(encode_item(log, 0)) for log in logs)
+    stats = producer.statistics()
+    assert stats.delivered_bytes == encoded and stats.delivered_batches == 5
+    labels = {"producer": "test", "code": "OK"}
+    assert registry.get_sample_value("logharbor_producer_bytes_total", labels) == encoded
+
+
+def test_pending_bytes_and_timeouts_in_statistics_and_metrics(silent_endpoint: str) -> None:
+    registry = CollectorRegistry()
+    retry = RetryPolicy(max_retries=1, backoff_base=0.01, backoff_max=0.01)
+    producer = Producer(
+        silent_endpoint,
+        config=config(retry=retry, timeout=Timeout(connect=5, read=0.3, write=5, pool=5)),
+        registry=registry,
+    )
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"producer": "test", **labels})
+
+    logs = [LogItem({"i": str(i)}, 1_700_000_000_000_000_000) for i in range(3)]
+    future = producer.send("p", "l", logs)
+    held = producer.statistics()
+    encoded = sum(len(encode_item(log, 0)) for log in logs)
+    assert held.pending_logs == 3 and held.pending_bytes == encoded
+    assert value("logharbor_producer_pending_logs") == 3
+    assert value("logharbor_producer_pending_bytes") == encoded
+
+    result = future.result(timeout=10)  # two attempts (one retry), both timed out
+
+    assert [attempt.code for attempt in result.attempts] == ["ReadTimeout", "ReadTimeout"]
+    stats = producer.statistics()
+    assert stats.timeouts == 2 and stats.errors_by_code == {"ReadTimeout": 2}
+    assert value("logharbor_producer_timeouts_total") == 2
+    assert value("logharbor_producer_errors_total", code="ReadTimeout") == 2
+    assert value("logharbor_producer_bytes_total", code="ReadTimeout") == encoded
+    assert stats.pending_bytes == 0 and value("logharbor_producer_pending_bytes") == 0
+    producer.close()

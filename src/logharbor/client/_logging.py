@@ -18,6 +18,11 @@ is the bounded queue. When it is full, ``overflow="drop"`` drops the record at o
 and counts it (``dropped``); ``overflow="block"`` waits up to ``block_timeout``
 seconds for room and then drops and counts it.
 
+Nothing logged on a producer's own threads is shipped (``suppressed`` counts it):
+httpx and httpcore log each of the producer's requests there, and a callback of a
+``send`` runs there; shipped, every batch would make another. Nor is anything of the
+``logharbor.producer`` logger, on any thread.
+
 Re-configuration (``logging.config.dictConfig``) flushes and closes the old
 handler: a handler that created its producer closes it, delivering what it holds;
 one given a ``producer`` leaves it open. Pre-fork servers (gunicorn, uvicorn
@@ -37,7 +42,7 @@ from typing import Any, Literal
 
 from ._exceptions import LogHarborError
 from ._models import LogItem
-from ._producer import Producer, ProducerState
+from ._producer import Producer, ProducerState, on_producer_thread
 from ._producer_config import ProducerConfig
 from ._types import PairsInput
 
@@ -77,7 +82,17 @@ class _Shipper:
         self.tags = tuple(tags.items()) if isinstance(tags, Mapping) else tuple(tags or ())
         self.wait = block_timeout if overflow == "block" else 0.0
         self.dropped = 0
+        self.suppressed = 0
         self._count_lock = threading.Lock()
+
+    def withholds(self, logger: str) -> bool:
+        """Whether a record of ``logger`` logged on this thread must not be shipped
+        because it would feed back (see the module docstring); counts it if so."""
+        if not on_producer_thread() and not logger.startswith(_OWN_LOGGERS):
+            return False
+        with self._count_lock:
+            self.suppressed += 1
+        return True
 
     def ship(self, contents: dict[str, str], time_ns: int) -> None:
         try:
@@ -164,7 +179,7 @@ class LogHarborHandler(logging.Handler):
             overflow=overflow,
             block_timeout=block_timeout,
         )
-        self.addFilter(lambda record: not record.name.startswith(_OWN_LOGGERS))
+        self.addFilter(lambda record: not self._shipper.withholds(record.name))
 
     @property
     def producer(self) -> Producer:
@@ -174,6 +189,11 @@ class LogHarborHandler(logging.Handler):
     def dropped(self) -> int:
         """Records dropped because the buffer was full (or the producer closed)."""
         return self._shipper.dropped
+
+    @property
+    def suppressed(self) -> int:
+        """Records not shipped because they came from a producer (they would feed back)."""
+        return self._shipper.suppressed
 
     def contents_of(self, record: logging.LogRecord) -> dict[str, str]:
         """The contents shipped for ``record`` (override to change them)."""
@@ -265,6 +285,10 @@ class _Adapter:
     def dropped(self) -> int:
         return self._shipper.dropped
 
+    @property
+    def suppressed(self) -> int:
+        return self._shipper.suppressed
+
 
 class LoguruSink(_Adapter):
     """A loguru sink: ``logger.add(LoguruSink(producer, "web", "app"))``.
@@ -275,6 +299,8 @@ class LoguruSink(_Adapter):
 
     def __call__(self, message: Any) -> None:
         record = message.record
+        if self._shipper.withholds(_text(record["name"])):
+            return
         contents = {
             "level": record["level"].name,
             "logger": _text(record["name"]),
@@ -312,6 +338,8 @@ class StructlogProcessor(_Adapter):
     def __call__(
         self, logger: object, method_name: str, event_dict: dict[str, Any]
     ) -> dict[str, Any]:
+        if self._shipper.withholds(_text(event_dict.get("logger", ""))):
+            return event_dict
         contents = {"level": str(event_dict.get("level", method_name)).upper()}
         for key, value in event_dict.items():
             if key == "event":

@@ -17,25 +17,35 @@ waits up to ``buffer_full_timeout`` seconds for room, then raises ``BufferFullEr
 Threads: one timer thread (lingers, retry backoffs; it reads the injectable clock)
 and ``workers`` sender threads, each with its own ``LogClient``; they share one pool
 of connections (one per busy sender), built once.
-Callbacks run on sender threads: keep them short.
+Callbacks run on sender threads: keep them short. ``on_producer_thread()`` tells
+these threads apart, so that what they log (httpx's record of each request, say) is
+not fed back into a producer by the logging integrations.
 
 Fork: a child process gets a fresh, empty producer in the same state: the logs the
 parent held stay the parent's to deliver, the child never touches the parent's
 threads or connections, and it starts its own threads on its first ``send``.
 
-Interpreter exit closes every open producer, waiting up to ``exit_timeout``.
+Exit: interpreter exit (``atexit``) closes every open producer, waiting up to
+``exit_timeout``. A forked child that ends through multiprocessing or a
+``billiard.Process`` (``os._exit`` after their finalizers, skipping ``atexit``) closes
+them from a multiprocessing (and billiard) finalizer instead. (billiard's pool, as in
+celery's prefork workers, skips both: docs/producer.md shows the signal to use.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import functools
 import heapq
+import importlib
 import itertools
 import logging
+import multiprocessing.util
 import os
 import queue
+import sys
 import threading
 import time
 import types
@@ -72,6 +82,19 @@ SendCallback = Callable[["SendResult"], object]
 
 _ONE_LOG = (dict, LogItem, Mapping)
 _BatchKey = tuple[str, str, str, str, tuple[tuple[str, str], ...], str | None]
+
+# Marks the threads of every producer (``marked`` is set on each of them).
+_own_threads = threading.local()
+
+
+def on_producer_thread() -> bool:
+    """Whether the calling thread is a producer's timer or sender thread.
+
+    What such a thread logs (httpx's and httpcore's records of the producer's own
+    requests, a callback's records) must not be sent through a producer again: each
+    batch would log more records, which would make another batch, forever.
+    """
+    return getattr(_own_threads, "marked", False)
 
 
 class ProducerState(Enum):
@@ -429,6 +452,10 @@ class Producer:
 
     def _start(self) -> None:
         self._started = True
+        if _forked:
+            # multiprocessing and billiard empty their finalizer registries when a
+            # child process starts, after the fork hooks ran: register (again) now.
+            _register_exit_finalizers()
         workers = self.config.workers
         transport = self._transport or _SenderPool(workers)
         self._threads = [threading.Thread(target=self._run_timer, name="logharbor-producer-timer")]
@@ -633,6 +660,7 @@ class Producer:
     # ----------------------------------------------------------- timer
 
     def _run_timer(self) -> None:
+        _own_threads.marked = True
         linger = self.config.batch.linger
         with self._lock:
             while not self._stopping:
@@ -653,6 +681,7 @@ class Producer:
     # ---------------------------------------------------------- senders
 
     def _run_sender(self, transport: httpx.BaseTransport) -> None:
+        _own_threads.marked = True
         key_id, secret = self._credentials
         client = LogClient(
             self.endpoint,
@@ -662,6 +691,8 @@ class Producer:
             retry=RetryPolicy(max_retries=0),
             transport=transport,
         )
+        if self.config.user_agent is not None:  # LogClient has no option for it
+            client._http.headers["user-agent"] = self.config.user_agent
         try:
             while (batch := self._ready.get()) is not None:
                 self._attempt(client, batch)
@@ -695,17 +726,12 @@ class Producer:
         )
         timed_out = error.code.endswith("Timeout")
         self._metrics.attempt_failed(error.code, timed_out)
-        retry = self.config.retry
+        delay = self.config.retry.delay_before_retry(error, batch.retries)
         with self._lock:
             self._errors[error.code] += 1
             self._timeouts += timed_out
-            if (
-                error.retryable
-                and batch.retries < retry.max_retries
-                and not batch.done
-                and not self._stopping
-            ):
-                due = self._clock.now() + retry.backoff(batch.retries)
+            if delay is not None and not batch.done and not self._stopping:
+                due = self._clock.now() + delay
                 batch.retries += 1
                 self._retries += 1
                 heapq.heappush(self._retrying, (due, next(self._sequence), batch))
@@ -839,11 +865,42 @@ class Producer:
         self._reset()
 
 
+# Whether this process is a forked child (of a process that imported this module).
+_forked = False
+# The finalizers that close the producers, by the ``Finalize`` class that made them.
+_exit_finalizers: dict[type, Any] = {}
+# multiprocessing runs finalizers of priority 0 and more first, before it joins the
+# child processes (which could take long); a higher priority runs earlier.
+_EXIT_PRIORITY = 10
+
+
 def _after_fork_in_child() -> None:
-    global _DONE_LOCK
+    global _DONE_LOCK, _forked
     _DONE_LOCK = threading.Lock()  # another thread may have held it at the fork
+    _forked = True
+    _own_threads.marked = False  # a callback may fork: the child's thread is no sender
     for producer in list(_PRODUCERS):
         producer._after_fork_in_child()
+    _register_exit_finalizers()
+
+
+def _register_exit_finalizers() -> None:
+    """Close the producers from the exit functions of multiprocessing and billiard.
+
+    Their child processes (a ``Process`` of the fork start method, a ``Pool``
+    worker) end with ``os._exit`` after those functions ran, skipping ``atexit``.
+    A registration is kept until its registry is emptied.
+    """
+    finalizers: list[Any] = [multiprocessing.util.Finalize]
+    if "billiard" in sys.modules:  # celery's multiprocessing; never imported here first
+        with contextlib.suppress(ImportError, AttributeError):
+            finalizers.append(importlib.import_module("billiard.util").Finalize)
+    for finalize in finalizers:
+        registered = _exit_finalizers.get(finalize)
+        if registered is None or not registered.still_active():
+            _exit_finalizers[finalize] = finalize(
+                None, _close_all_at_exit, exitpriority=_EXIT_PRIORITY
+            )
 
 
 def _close_all_at_exit() -> None:

@@ -67,6 +67,7 @@ class ProducerConfig:
       for room, then raises ``BufferFullError``; ``0`` raises at once.
     - ``exit_timeout``: how long the interpreter's exit waits to deliver what is left.
     - ``name``: the ``producer`` label of the Prometheus metrics.
+    - ``user_agent``: the ``User-Agent`` of the producer's requests (default: the SDK's).
     """
 
     batch: BatchPolicy = field(default_factory=BatchPolicy)
@@ -78,6 +79,7 @@ class ProducerConfig:
     buffer_full_timeout: float = 60.0
     exit_timeout: float | None = 10.0
     name: str = "default"
+    user_agent: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
