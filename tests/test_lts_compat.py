@@ -16,10 +16,19 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from harness import ServerProcess
-from logharbor import LogClient, PayloadTooLargeError, ServerError, ThrottledError
+from logharbor import (
+    LogClient,
+    LogGroup,
+    PayloadTooLargeError,
+    SendResult,
+    ServerError,
+    ThrottledError,
+)
+from logharbor.client._exceptions import to_error
 from logharbor.compat.lts import (
     ClientConfig,
     LogException,
@@ -160,3 +169,138 @@ def test_close_with_a_timeout_raises_when_logs_were_left(unit: tuple[str, str]) 
         producer.close(200)
     assert caught.value.get_error_code() == "LTS_8000" and "3 logs" in str(caught.value)
     assert len(seen) == 1 and not seen[0].success
+
+
+def test_a_call_over_5_mib_fails_with_lts_8004_and_stores_nothing(
+    server: ServerProcess, client: LogClient, unit: tuple[str, str]
+) -> None:
+    project, name = unit
+    big = []
+    for zone in ("a", "b"):  # two label sets: two log groups, each alone under 5 MiB
+        for _ in range(7):
+            log = item(pad="x" * 500_000)
+            log.labels_push_back("zone", zone)
+            big.append(log)
+
+    with pytest.raises(LogException) as caught:
+        lts_client(server, project).put_logs(project, name, big)
+
+    assert caught.value.get_error_code() == "LTS_8004" and "5 MiB" in str(caught.value)
+    assert stored_logs(client, project, name) == []
+    lts_client(server, project).put_logs(project, name, big[:5])  # 2.5 MB is fine
+    assert len(stored_logs(client, project, name)) == 5
+
+
+def test_a_wrong_secret_key_fails_with_lts_8007(
+    server: ServerProcess, unit: tuple[str, str]
+) -> None:
+    project, name = unit
+    config = ClientConfig(server.endpoint, server.access_key_id, "not-the-secret", project)
+    with pytest.raises(LogException) as caught:
+        LtsClient(config).put_logs(project, name, [item(a=1)])
+    assert caught.value.get_error_code() == "LTS_8007"
+
+
+@pytest.mark.parametrize(
+    ("compress_type", "body"),
+    [
+        ("lz4", b"not an lz4 block"),  # PostBodyInvalid: corrupt lz4 block
+        ("zstd", b"not a zstd frame"),
+        ("snappy9", b"any"),  # InvalidCompressType
+    ],
+)
+def test_a_body_the_server_cannot_decompress_maps_to_lts_8006(
+    server: ServerProcess, unit: tuple[str, str], compress_type: str, body: bytes
+) -> None:
+    # The SDK only sends what it compressed itself: the broken body goes in raw, and
+    # the server's real answer goes through the SDK's error translation.
+    project, name = unit
+    raw = LogGroup([item(a=1).to_log_item()]).to_protobuf()
+    answer = server.request(
+        "POST",
+        f"/api/v1/projects/{project}/logstores/{name}/logs",
+        content=body,
+        headers={
+            "content-type": "application/x-protobuf",
+            "x-lh-compress-type": compress_type,
+            "x-lh-raw-size": str(len(raw)),
+        },
+    )
+    assert answer.status_code == 400
+
+    assert lts_error(to_error(answer)).error_code == "LTS_8006"
+
+
+class Recording(httpx.BaseTransport):
+    """The real network, remembering the headers of every request."""
+
+    def __init__(self) -> None:
+        self.network = httpx.HTTPTransport()
+        self.headers: list[httpx.Headers] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.headers.append(request.headers)
+        return self.network.handle_request(request)
+
+    def close(self) -> None:
+        self.network.close()
+
+
+@pytest.mark.parametrize("user_agent", [None, "billing-service/2.1"])
+def test_requests_carry_the_configured_user_agent(
+    server: ServerProcess, unit: tuple[str, str], user_agent: str | None
+) -> None:
+    project, name = unit
+    config = ClientConfig(server.endpoint, server.access_key_id, server.access_key_secret, project)
+    if user_agent is not None:
+        config.user_agent = user_agent
+    recording = Recording()
+
+    LtsClient(config, transport=recording).put_logs(project, name, [item(a=1)])
+
+    expected = user_agent or "lts-sdk-python/logharbor"
+    assert [headers["user-agent"] for headers in recording.headers] == [expected]
+    assert ProducerConfig().to_config(config).user_agent == expected  # the producer's too
+
+
+def busy_answers(server: ServerProcess) -> float:
+    """How many writes the server refused with 503, from its own metrics."""
+    text = httpx.get(server.endpoint + "/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("logharbor_http_requests_total") and 'status="503"' in line
+    )
+
+
+@pytest.mark.parametrize(("no_retry", "requests"), [((), 3), ((503,), 1)])
+def test_statuses_in_no_retry_status_code_are_not_retried(
+    server_factory: Callable[..., ServerProcess], no_retry: tuple[int, ...], requests: int
+) -> None:
+    # A server that holds at most 1 KiB of request bodies at once answers a larger
+    # write with 503 ServerBusy, which is retried unless no_retry_status_code says not.
+    busy = server_factory(env={"LOGHARBOR_MAX_INFLIGHT_BYTES": "1024"})
+    config = ClientConfig(
+        busy.endpoint,
+        busy.access_key_id,
+        busy.access_key_secret,
+        "busy",
+        compress_type="none",
+        retries=2,
+        no_retry_status_code=no_retry,
+    )
+    large = [item(pad="x" * 4000)]
+
+    with pytest.raises(LogException) as caught:
+        LtsClient(config).put_logs("busy", "unit", large)
+    assert caught.value.get_error_code() == "LTS_8000" and "ServerBusy" in str(caught.value)
+    assert busy_answers(busy) == requests
+
+    producer = Producer(ProducerConfig(linger_ms=0))
+    producer.build_clients(config)
+    producer.start()
+    seen: list[SendResult] = []
+    producer.send_logs_callback("busy", "unit", large, callback=seen.append)
+    producer.safe_close()
+    (result,) = seen
+    assert [attempt.status for attempt in result.attempts] == [503] * requests

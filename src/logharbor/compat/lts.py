@@ -31,6 +31,13 @@ log unit               logstore
 
 LTS keys must start with a letter, so ``__origin_msg__`` never collides with one.
 
+``ClientConfig`` settings, as the LTS document describes them: ``request_timeout``
+(seconds per request), ``compress_type`` (``lz4``, ``zstd``, ``deflate`` or
+``none``), ``user_agent`` (the ``User-Agent`` header of every request), ``retries``
+(how often a failed request is sent again: 429, 5xx and connection failures) and
+``no_retry_status_code`` (HTTP statuses never retried, even those). They apply to a
+``LogClient`` and to the ``Producer``'s requests alike.
+
 Failures raise ``LogException`` with the LTS error code:
 
 ===========  ===============================================================
@@ -53,16 +60,21 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
+
+import httpx
 
 from ..client import (
     AuthenticationError,
     BatchPolicy,
+    LogGroup,
     LogHarborError,
     PayloadTooLargeError,
     RetryPolicy,
     SendResult,
     ThrottledError,
+    Timeout,
 )
 from ..client import (
     LogClient as _LogClient,
@@ -246,6 +258,25 @@ def _compression(config: ClientConfig) -> Literal["none", "lz4", "zstd", "deflat
     return "lz4"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _LtsRetry(RetryPolicy):
+    """``RetryPolicy`` that never retries the statuses of ``no_retry_status_code``."""
+
+    no_retry: frozenset[int] = frozenset()
+
+    def delay_before_retry(self, error: LogHarborError, retries_done: int) -> float | None:
+        if error.status in self.no_retry:
+            return None
+        # (not super(): a dataclass with slots is a new class that super() cannot see)
+        return RetryPolicy.delay_before_retry(self, error, retries_done)
+
+
+def _retry(config: ClientConfig) -> RetryPolicy:
+    return _LtsRetry(
+        max_retries=max(0, config.retries), no_retry=frozenset(config.no_retry_status_code)
+    )
+
+
 class ClientConfig:
     """Where and how a ``LogClient`` (or a producer's client) talks to the server."""
 
@@ -289,7 +320,10 @@ class LogResponse:
 
 
 class LogClient:
-    """Synchronous uploads: each ``put_logs`` is one request per label set."""
+    """Synchronous uploads: each ``put_logs`` is one request per label set.
+
+    ``transport`` replaces the network (tests), as for LogHarbor's ``LogClient``.
+    """
 
     def __init__(
         self,
@@ -298,6 +332,7 @@ class LogClient:
         endpoint: str | None = None,
         access_key: str | None = None,
         secret_key: str | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         if client_config is None:
             if endpoint is None or access_key is None or secret_key is None:
@@ -309,20 +344,35 @@ class LogClient:
             access_key_id=client_config.access_key,
             access_key_secret=client_config.secret_key,
             timeout=client_config.request_timeout,
-            retry=RetryPolicy(max_retries=max(0, client_config.retries)),
+            retry=_retry(client_config),
+            transport=transport,
         )
+        # LogHarbor's LogClient takes no user agent: set the header of its session.
+        self._client._http.headers["user-agent"] = client_config.user_agent
 
     def put_logs(
         self, log_project: str, unit_code: str, log_items: LogItem | Sequence[LogItem]
     ) -> LogResponse:
+        """Write the logs, one log group per label set; raises ``LogException``.
+
+        The limits (``LTS_8004``) are checked before anything is sent, so a call
+        over them stores nothing: at most 40960 logs and 5 MiB of encoded logs.
+        """
         groups = _by_labels(log_items)
         count = sum(len(logs) for _, logs in groups)
         if count > MAX_BATCH_COUNT:
             raise LogException("LTS_8004", f"{count} logs in one call; the limit is 40960")
-        for tags, logs in groups:
+        bodies = [LogGroup(logs, tags=tags).to_protobuf() for tags, logs in groups]
+        size = sum(map(len, bodies))
+        if size > MAX_BATCH_BYTES:
+            raise LogException(
+                "LTS_8004",
+                f"{size} bytes of logs in one call; the limit is 5 MiB ({MAX_BATCH_BYTES})",
+            )
+        for body in bodies:
             try:
-                self._client.put_logs(
-                    log_project, unit_code, logs, tags=tags, compression=_compression(self.config)
+                self._client.put_log_group_raw(
+                    log_project, unit_code, body, compression=_compression(self.config)
                 )
             except LogHarborError as error:
                 raise lts_error(error) from error
@@ -367,13 +417,14 @@ class ProducerConfig:
             max_count=min(self.max_batch_count, MAX_BATCH_COUNT),
             linger=max(0, self.linger_ms) / 1000,
         )
-        retry = RetryPolicy(max_retries=max(0, client.retries), backoff_max=50.0)
         return _ProducerConfig(
             batch=batch,
             workers=self.worker_count,
-            retry=retry,
+            retry=replace(_retry(client), backoff_max=50.0),
+            timeout=Timeout.of(client.request_timeout),
             compression=_compression(client),
             name=f"lts-{client.log_project or 'default'}",
+            user_agent=client.user_agent,
         )
 
 
