@@ -21,6 +21,8 @@ from ....engine.types import NANOS_PER_SECOND, ShardStatus
 from ....protocol.codec import CodecError, decode_cursor, encode_cursor
 from ....protocol.errors import ErrorCode, ServiceError
 from ...http import int_param, shard_id
+from ..context import surroundings
+from .packs import MAX_CONTEXT_LINES, pack_fields, parse_pack, split_with_pack_meta
 from .wire import (
     PROTOBUF_MEDIA_TYPE,
     empty_response,
@@ -103,12 +105,14 @@ def _page(call: SlsCall) -> tuple[int, int]:
     return call.int_param("offset", 0, 0, 1 << 31), call.int_param("size", 100, 0, MAX_PAGE)
 
 
-def _string_rows(result: QueryResult) -> list[dict[str, str]]:
+def _string_rows(result: QueryResult, *, with_packs: bool) -> list[dict[str, str]]:
     if result.has_sql:
         return [
             {key: sls_value(value) for key, value in zip(result.keys, row, strict=False)}
             for row in result.rows
         ]
+    if with_packs:
+        return [_log_row(log) | pack_fields(log) for log in result.logs]
     return [_log_row(log) for log in result.logs]
 
 
@@ -121,6 +125,10 @@ def _log_row(log: LogRow) -> dict[str, str]:
     row.update({f"__tag__:{k}": v for k, v in log.tags})
     row.update(dict(log.contents))
     return row
+
+
+def _context_row(log: LogRow, number: int) -> dict[str, str]:
+    return _log_row(log) | pack_fields(log) | {"__index_number__": str(number)}
 
 
 def _seconds(value: Any, name: str) -> int:
@@ -317,6 +325,7 @@ class SlsRoutes:
             "log": self.get_logs_v1,
             "histogram": self.get_histograms,
             "topic": self.list_topics,
+            "context_log": self.get_context_logs,
         }.get(kind)
         if handler is None:
             raise ServiceError(ErrorCode.INVALID_PARAMETER, f"unsupported type {kind!r}")
@@ -429,16 +438,19 @@ class SlsRoutes:
 
     async def _query(
         self, call: SlsCall, query: str, bounds: tuple[int, int], **options: Any
-    ) -> QueryResult:
+    ) -> tuple[QueryResult, list[dict[str, str]]]:
+        """The result and its rows in the SLS shape (``| with_pack_meta`` honoured)."""
         project, logstore = call.need_project(), call.path["logstore"]
-        return await run_in_threadpool(
-            lambda: self.engine.query(project, logstore, query, bounds[0], bounds[1], **options)
+        search, with_packs = split_with_pack_meta(query)
+        result = await run_in_threadpool(
+            lambda: self.engine.query(project, logstore, search, bounds[0], bounds[1], **options)
         )
+        return result, _string_rows(result, with_packs=with_packs)
 
     async def get_logs_v2(self, call: SlsCall) -> Response:
         body = call.object()
         bounds = _time_range(body.get("from"), body.get("to"), body.get("fromNs"), body.get("toNs"))
-        result = await self._query(
+        result, data = await self._query(
             call,
             _field(body, "query", str, ""),
             bounds,
@@ -447,7 +459,6 @@ class SlsRoutes:
             reverse=bool(_field(body, "reverse", bool, False)),
             topic=_field(body, "topic", str) or None,
         )
-        data = _string_rows(result)
         meta = {
             "progress": "Complete" if result.complete else "Incomplete",
             "count": len(data),
@@ -471,7 +482,7 @@ class SlsRoutes:
     async def get_logs_v1(self, call: SlsCall) -> Response:
         p = call.params
         bounds = _time_range(p.get("from"), p.get("to"), p.get("fromNs"), p.get("toNs"))
-        result = await self._query(
+        result, data = await self._query(
             call,
             p.get("query", ""),
             bounds,
@@ -480,7 +491,6 @@ class SlsRoutes:
             reverse=p.get("reverse", "").lower() in TRUE,
             topic=p.get("topic") or None,
         )
-        data = _string_rows(result)
         headers = {
             "x-log-progress": "Complete" if result.complete else "Incomplete",
             "x-log-count": str(len(data)),
@@ -493,6 +503,26 @@ class SlsRoutes:
             "x-log-agg-query": result.agg_query,
         }
         return json_response(data, headers={k: _ascii(v) for k, v in headers.items()})
+
+    async def get_context_logs(self, call: SlsCall) -> Response:
+        project, logstore = call.need_project(), call.path["logstore"]
+        place = parse_pack(call.params.get("pack_id", ""), call.params.get("pack_meta", ""))
+        back = call.int_param("back_lines", 0, 0, MAX_CONTEXT_LINES)
+        forward = call.int_param("forward_lines", 0, 0, MAX_CONTEXT_LINES)
+        around = await run_in_threadpool(
+            lambda: surroundings(self.engine, project, logstore, place, back=back, forward=forward)
+        )
+        logs = [*around.before, around.log, *around.after]
+        first = -len(around.before)
+        return json_response(
+            {
+                "progress": "Complete",
+                "total_lines": len(logs),
+                "back_lines": len(around.before),
+                "forward_lines": len(around.after),
+                "logs": [_context_row(log, first + i) for i, log in enumerate(logs)],
+            }
+        )
 
     async def get_histograms(self, call: SlsCall) -> Response:
         project, logstore, p = call.need_project(), call.path["logstore"], call.params

@@ -88,6 +88,7 @@ class TLSFacade:
             "DeleteIndex": resources.delete_index,
             "DescribeIndex": resources.describe_index,
             "SearchLogs": resources.search_logs,
+            "DescribeLogContext": resources.describe_log_context,
             "PutLogs": stream.put_logs,
             "PutLogsV2": stream.put_logs,
             "DescribeCursor": stream.describe_cursor,

@@ -17,9 +17,11 @@ from ....engine.types import NANOS_PER_SECOND, LogstoreInfo, ProjectInfo, ShardI
 from ....protocol.codec import MAX_HASH_KEY, format_hash_key, parse_hash_key
 from ....protocol.errors import ErrorCode, ServiceError
 from ...search import json_value as sql_value
+from ..context import LogPlace, Surroundings, group_id, has_more, parse_group_id, surroundings
 from .call import TlsCall
 
 MAX_SEARCH_LIMIT = 1000
+MAX_CONTEXT_LOGS = 1000
 _NANOS_PER_MS = 1_000_000
 
 
@@ -339,6 +341,39 @@ class ResourceAPI:
             media_type="application/json; charset=utf-8",
         )
 
+    async def describe_log_context(self, call: TlsCall) -> Response:
+        """The logs around a SearchLogs hit; ``Source`` is required by the SDK but not
+        needed to find the log, so it is not checked."""
+        topic = call.topic()
+        shard, position = parse_group_id(call.text("ContextFlow"), "ContextFlow")
+        place = LogPlace(shard, position, call.integer("PackageOffset"))
+        prev = call.integer("PrevLogs", 10, high=MAX_CONTEXT_LOGS)
+        following = call.integer("NextLogs", 10, high=MAX_CONTEXT_LOGS)
+
+        def look() -> tuple[Surroundings, bool, bool]:
+            found = surroundings(
+                self.engine, topic.project, topic.name, place, back=prev, forward=following
+            )
+            earliest = found.before[0] if found.before else found.log
+            latest = found.after[-1] if found.after else found.log
+            more_before = len(found.before) == prev and has_more(
+                self.engine, topic.project, topic.name, earliest, earlier=True
+            )
+            more_after = len(found.after) == following and has_more(
+                self.engine, topic.project, topic.name, latest, earlier=False
+            )
+            return found, more_before, more_after
+
+        found, more_before, more_after = await run_in_threadpool(look)
+        logs = [*found.before, found.log, *found.after]
+        return ok(
+            {
+                "LogContextInfos": [search_log(row) for row in logs],
+                "PrevOver": more_before,
+                "NextOver": more_after,
+            }
+        )
+
 
 def _search_time(value: int) -> int:
     """Milliseconds (as TLS sends them; seconds are taken for seconds) → nanoseconds."""
@@ -348,9 +383,14 @@ def _search_time(value: int) -> int:
 
 
 def search_log(row: LogRow) -> dict[str, Any]:
+    """A log as SearchLogs and DescribeLogContext answer it; ``__context_flow__`` and
+    ``__package_offset__`` are where DescribeLogContext finds it (compat/context.py),
+    which is why a ``ContextFlow`` written by the client is not shown."""
     log: dict[str, Any] = dict(row.contents)
     log["__time__"] = row.time_ns // _NANOS_PER_MS
     log["__source__"] = row.source
+    log["__context_flow__"] = group_id(row)
+    log["__package_offset__"] = row.index
     for key, value in row.tags:
         if key == PATH_TAG:
             log.setdefault("__path__", value)
