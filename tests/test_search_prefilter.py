@@ -20,7 +20,7 @@ import pytest
 from groups import prepared
 from harness import ServerProcess
 from logharbor.engine import Engine, EngineConfig
-from logharbor.engine.index import tokens
+from logharbor.engine.index import search, tokens
 from logharbor.engine.index.query import _where
 from logharbor.engine.index.search import parse_search, required_tokens
 from logharbor.engine.index.store import IndexStore
@@ -175,20 +175,31 @@ class TestRareWordsAreFoundExactly:
     def test_a_word_is_looked_for_only_in_the_fields_whose_lane_holds_it(
         self, engine: Engine
     ) -> None:
-        # "quokka" is only ever in user (lane 1): the full-text predicate reads the
-        # user column and no other field column (extra, the overflow map, stays)
+        # "quokka" is only ever in user (lane 1): the word is looked up ahead of the
+        # query, in the user column of the blocks whose lane 1 holds it, and the
+        # query keeps the one row it is in
         assert tokens.lane("user") not in {tokens.lane(f) for f in ("msg", "level", "code")}
+        assert where_of(engine, "quokka").count("rowid IN (SELECT unnest([") == 1
+        assert found(engine, "quokka") == ["connection reset by peer"]
+        # a word in every block is not looked up: the query tests every value
         columns = store_of(engine).columns()
-        predicate = where_of(engine, "quokka")
-        assert f'"{columns["user"]}"' in predicate
-        assert f'"{columns["msg"]}"' not in predicate
-        assert f'"{columns["level"]}"' not in predicate
+        assert f'"{columns["msg"]}"' in where_of(engine, "served")
         # a field search of a field that never holds the word is FALSE outright
         assert "FALSE" in where_of(engine, "level: quokka")
         assert found(engine, "level: quokka") == []
         # and NOT of a skipped field still keeps every other log
         assert count(engine, "not msg: quokka") == TOTAL
         assert count(engine, "not quokka") == TOTAL - 1
+
+    def test_words_with_too_many_rows_to_look_up_are_tested_in_the_query(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        queries = ["zebra42", "quokka or okapi", '"reset by peer"', "msg: zebra42"]
+        looked_up = [found(engine, q) for q in queries] + [count(engine, "not zebra42")]
+        monkeypatch.setattr(search, "_MAX_HITS", 0)
+        assert "rowid IN" not in where_of(engine, "zebra42")
+        tested = [found(engine, q) for q in queries] + [count(engine, "not zebra42")]
+        assert tested == looked_up
 
     def test_lanes_of_topic_source_and_tags(self, engine: Engine) -> None:
         assert count(engine, "__topic__: billing") == PER_GROUP + 1

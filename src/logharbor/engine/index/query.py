@@ -367,7 +367,7 @@ def _where(
     # the filter knows nothing of unfiltered rows, so it may only skip fields when
     # there are none
     exact = candidates if not store.has_unfiltered_rows else None
-    predicate = Compiler(config, columns, exact).compile(node)
+    predicate = Compiler(config, columns, exact, db).compile(node)
     where = f"t >= {int(from_ns)} AND t < {int(to_ns)} AND {predicate}"
     if topic is not None:
         where += f" AND topic = {sql_string(topic)}"

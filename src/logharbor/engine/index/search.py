@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import duckdb
+
 from ...protocol.errors import ErrorCode, ServiceError
 from .config import DEFAULT_TOKENS, IndexConfig, KeyConfig
 from .store import MAX_COLUMNS
@@ -44,6 +46,8 @@ from .tokens import (
 )
 
 _OPERATORS = (">=", "<=", ">", "<", "=")
+_MAX_LISTED_BLOCKS = 256  # a field's blocks inlined into its predicate, at most
+_MAX_HITS = 10_000  # rows of a word looked up ahead of its query, at most
 _KEYWORDS = {"and", "or", "not", "in"}
 
 
@@ -318,7 +322,9 @@ class Compiler:
 
     ``candidates``, what the token filter said of the search's words, lets a word
     skip the fields whose lane holds none of its tokens; pass it only when the
-    filter covers every row (see ``tokens``).
+    filter covers every row (see ``tokens``).  With ``db`` as well, a word that
+    only a few blocks may hold is looked up right away, and compiles to the row
+    ids that hold it.
     """
 
     def __init__(
@@ -326,10 +332,12 @@ class Compiler:
         config: IndexConfig,
         columns: dict[str, str],
         candidates: Candidates | None = None,
+        db: duckdb.DuckDBPyConnection | None = None,
     ) -> None:
         self.config = config
         self.columns = columns
         self.candidates = candidates
+        self.db = db
 
     def compile(self, node: Node) -> str:
         if isinstance(node, All):
@@ -367,20 +375,24 @@ class Compiler:
         body = f"[{sep}]+".join(_literal(w) for w in words)
         pattern = sql_string(f"(^|[{sep}]){body}" + ("" if node.prefix else f"($|[{sep}])"))
         needed = _text_tokens(node, self.config, self.columns)
+        # (value, the blocks its lane may hold the word in: None for unknown)
+        targets: list[tuple[str, set[int] | None]]
         if node.field is None:  # full text: any field's value
             targets = [
-                f'"{col}"' for name, col in self.columns.items() if self._may_hold(name, needed)
+                (f'"{col}"', self._blocks(name, needed)) for name, col in self.columns.items()
             ]
-            targets.append("array_to_string(map_values(extra), chr(10))")
-        elif self._may_hold(node.field, needed):
-            targets = [self.column(node.field)]
+            if len(self.columns) >= MAX_COLUMNS:  # else no log has overflow fields
+                targets.append(("array_to_string(map_values(extra), chr(10))", None))
         else:
+            targets = [(self.column(node.field), self._blocks(node.field, needed))]
+        targets = [(target, blocks) for target, blocks in targets if blocks != set()]
+        if not targets:
             return "FALSE"
         exact = node.field is not None and not node.prefix and len(words) == 1
         first = words[0]
         caseless = case_sensitive or first.lower() == first.upper()  # no letters
-        matches = []
-        for target in targets:
+        matches: list[tuple[str, set[int] | None]] = []
+        for target, blocks in targets:
             # a cheap substring test first (no lower-casing unless needed); only the
             # rows that pass it get lower-cased and checked for token boundaries
             if caseless:
@@ -391,13 +403,45 @@ class Compiler:
             token = f"({prefilter} AND regexp_matches({value}, {pattern}))"
             if exact:  # "status: 500": the whole value is the word, most often
                 token = f"({value} = {sql_string(first)} OR {token})"
-            matches.append(token)
-        return "(" + " OR ".join(matches) + ")"
+            matches.append((token, blocks))
+        filtered = self.candidates is not None and self.candidates.blocks is not None
+        if filtered and self.db is not None and all(b is not None for _, b in matches):
+            # few blocks may hold the word: find its rows now, one scan per field in
+            # the blocks where that field's lane holds it (no column is decoded
+            # anywhere else), and hand the outer query their row ids
+            scans = " UNION ALL ".join(
+                f"SELECT rowid AS r FROM logs WHERE {_within(blocks or set())} AND {token}"
+                for token, blocks in matches
+            )
+            rows = self.db.execute(f"SELECT DISTINCT r FROM ({scans}) LIMIT {_MAX_HITS + 1}")
+            hits = [int(r) for (r,) in rows.fetchall()]
+            if len(hits) <= _MAX_HITS:
+                if not hits:
+                    return "FALSE"
+                listed = ", ".join(str(r) for r in sorted(hits))
+                return f"(rowid IN (SELECT unnest([{listed}]::BIGINT[])))"
+        matched = []
+        for token, blocks in matches:
+            if blocks is not None and len(blocks) <= _MAX_LISTED_BLOCKS:
+                # only where the field's lane holds the word: cheap integer tests
+                # spare the string tests on every other candidate block
+                token = f"({_within(blocks)} AND {token})"
+            matched.append(token)
+        return "(" + " OR ".join(matched) + ")"
 
-    def _may_hold(self, field: str, needed: Need | None) -> bool:
+    def _blocks(self, field: str, needed: Need | None) -> set[int] | None:
+        """The blocks where ``field`` may hold the word (None: unknown, any)."""
         if self.candidates is None or not isinstance(needed, Tokens):
-            return True
-        return self.candidates.may_hold(lane_field(field), needed.tokens)
+            return None
+        return self.candidates.lane_blocks(lane_field(field), needed.tokens)
+
+
+def _within(blocks: set[int]) -> str:
+    """A condition on ``blk``: one of ``blocks``."""
+    listed = ", ".join(str(b) for b in sorted(blocks))
+    if len(blocks) <= _MAX_LISTED_BLOCKS:
+        return f"blk IN ({listed})"
+    return f"blk IN (SELECT unnest([{listed}]::INTEGER[]))"
 
 
 def lane_field(field: str) -> str:

@@ -12,9 +12,9 @@ the filter only has to return a superset.
 (``lane``: a hash of the field name, one of ``LANES``), so a block's filter says
 which lanes hold a token.  A field search probes its field's lane only; a
 full-text search probes the lanes of the logstore's fields and then evaluates its
-predicate only on the fields whose lane holds every token of the word somewhere
-(``Candidates.may_hold``): a rare word that only messages contain is not looked
-for in the other columns.
+predicate on each field only in the blocks whose filter holds every token of the
+word in that field's lane (``Candidates.lane_blocks``): a rare word that only
+messages contain is not looked for in the other columns.
 
 Why exact: a search word matches a value when the value (lowercased by DuckDB unless
 the configuration is case-sensitive) contains the word between two separators of
@@ -302,14 +302,15 @@ class Candidates:
     blocks: set[int] | None
     found: dict[tuple[int, str], set[int]]
 
-    def may_hold(self, field: str, tokens: Iterable[str]) -> bool:
-        """False when no block holds every one of ``tokens`` in ``field``'s lane, so
-        that the field cannot match a word made of them; True when unsure."""
+    def lane_blocks(self, field: str, tokens: Iterable[str]) -> set[int] | None:
+        """The blocks that hold every one of ``tokens`` in ``field``'s lane (so
+        that only there can the field match a word made of them); None when the
+        filter was not asked."""
         number = lane(field)
         sets = [self.found.get((number, token)) for token in tokens]
         if not sets or any(found is None for found in sets):
-            return True
-        return bool(set.intersection(*[found for found in sets if found is not None]))
+            return None
+        return set.intersection(*[found for found in sets if found is not None])
 
 
 def candidate_blocks(db: duckdb.DuckDBPyConnection, need: Need) -> Candidates:
