@@ -19,7 +19,7 @@ from harness import ServerProcess
 from logharbor.engine.ingest import Limits
 from logharbor.engine.tls_mapping import frames_to_tls_list, tls_to_prepared
 from logharbor.protocol.codec import encode_frame
-from logharbor.protocol.tls_schema import TlsLogGroupList
+from logharbor.protocol.tls_schema import TlsLogGroupList, TlsRawLogGroupListList
 from logharbor.server.compat.tls.signing import signature
 
 REGION = "cn-beijing"
@@ -311,3 +311,34 @@ def test_time_units_round_trip_unchanged() -> None:
     assert back.Logs[0].Contents[0].Value == b"\xff\xfe not utf-8"
     assert (back.Source, back.FileName, back.ContextFlow) == ("s", "f.log", "cf")
     assert [(t.Key, t.Value) for t in back.LogTags] == [("k", "v")]
+
+
+def test_consume_original_logs_headers(raw: Raw, topic: tuple[str, str]) -> None:
+    _, tid = topic
+    query = {"TopicId": tid, "ShardId": "0"}
+    pb = _log_group_list("first", "second")
+    put = raw.send(
+        "POST",
+        "PutLogs",
+        query={"TopicId": tid},
+        body=pb,
+        headers={"x-tls-hashkey": "0" * 32},  # shard 0
+        content_type="application/x-protobuf",
+    )
+    assert put.status_code == 200, put.text
+    cursor = raw.json("POST", "DescribeCursor", {"From": "begin"}, query=query).json()["Cursor"]
+    body = {"Cursor": cursor, "LogGroupCount": 1000, "Compression": "lz4"}
+    r = raw.json("GET", "ConsumeOriginalLogs", body, query=query)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-tls-original"] == "true" and "json" not in r.headers["content-type"]
+    # the body is not compressed; the Go SDK still parses X-Tls-Bodyrawsize
+    assert r.headers["x-tls-bodyrawsize"] == str(len(r.content))
+    items = TlsRawLogGroupListList.FromString(r.content).RawLogGroupLists
+    assert r.headers["x-tls-count"] == str(len(items)) and items
+    assert r.headers["x-tls-cursor"] == items[-1].Cursor
+    data = lz4.block.decompress(items[-1].Data, uncompressed_size=items[-1].OriginLen)
+    assert data == pb  # a LogGroupList holding the log group exactly as it was put
+    end = {"Cursor": items[-1].Cursor, "Compression": "lz4"}
+    r = raw.json("GET", "ConsumeOriginalLogs", end, query=query)
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["x-tls-count"] == "0" and r.headers["x-tls-cursor"] == items[-1].Cursor

@@ -25,7 +25,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from ..protocol.codec import Compression, compress, iter_frames, length_delimited
+from ..protocol.codec import Compression, Frame, compress, iter_frames, length_delimited
 from ..protocol.errors import ErrorCode, ServiceError
 from ..protocol.schema import RawLogGroup
 from ..protocol.tls_schema import TlsLogGroup, TlsLogGroupList
@@ -145,10 +145,12 @@ def _tls_group(raw: bytes) -> bytes:
     return data
 
 
+def tls_group_list(frame: Frame) -> bytes:
+    """One stored frame as a serialized TLS ``LogGroupList`` holding its log group."""
+    return length_delimited(0x0A, _tls_group(frame.raw()))  # LogGroupList.LogGroups = 1
+
+
 def frames_to_tls_list(frames: bytes) -> tuple[bytes, int]:
     """Stored frames as a serialized TLS ``LogGroupList`` and its log group count."""
-    parts = []
-    for frame in iter_frames(frames, verify=False):
-        group = _tls_group(frame.raw())
-        parts.append(length_delimited(0x0A, group))  # LogGroupList.LogGroups = 1
+    parts = [tls_group_list(frame) for frame in iter_frames(frames, verify=False)]
     return b"".join(parts), len(parts)

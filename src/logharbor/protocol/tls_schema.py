@@ -1,4 +1,4 @@
-"""The Volcengine TLS protobuf schema of a log group (../shared/specs/tls.md §2).
+"""The Volcengine TLS protobuf schema of log groups (../shared/specs/tls.md §2).
 
 Wire-different from LogHarbor's SLS-shaped schema (``schema.py``)::
 
@@ -8,6 +8,11 @@ Wire-different from LogHarbor's SLS-shaped schema (``schema.py``)::
     message LogGroup { repeated Log Logs = 1; string Source = 2; repeated LogTag LogTags = 3;
                        string FileName = 4; string ContextFlow = 5; }
     message LogGroupList { repeated LogGroup LogGroups = 1; }
+
+    // the answer of ConsumeOriginalLogs: Data is a compressed LogGroupList
+    message RawLogGroupList { int32 OriginLen = 1; int64 LogArriveTime = 2;
+                              string CompressType = 3; string Cursor = 4; bytes Data = 5; }
+    message RawLogGroupListList { repeated RawLogGroupList RawLogGroupLists = 1; }
 
 Built as proto2 with ``optional`` fields (the same bytes on the wire) so that the
 presence of ``TimeNs`` is known.  Content values are ``bytes``: values that are
@@ -61,6 +66,18 @@ def _build() -> descriptor_pb2.FileDescriptorProto:
     )
     group_list = fdp.message_type.add(name="LogGroupList")
     group_list.field.append(_field("LogGroups", 1, msg, rep, f".{_PACKAGE}.LogGroup"))
+    raw_list = fdp.message_type.add(name="RawLogGroupList")
+    raw_list.field.extend(
+        [
+            _field("OriginLen", 1, _F.TYPE_INT32, opt),
+            _field("LogArriveTime", 2, _F.TYPE_INT64, opt),
+            _field("CompressType", 3, string, opt),
+            _field("Cursor", 4, string, opt),
+            _field("Data", 5, data, opt),
+        ]
+    )
+    raw_lists = fdp.message_type.add(name="RawLogGroupListList")
+    raw_lists.field.append(_field("RawLogGroupLists", 1, msg, rep, f".{_PACKAGE}.RawLogGroupList"))
     return fdp
 
 
@@ -75,5 +92,13 @@ def _message(name: str) -> Any:
 TlsLog: Any = _message("Log")
 TlsLogGroup: Any = _message("LogGroup")
 TlsLogGroupList: Any = _message("LogGroupList")
+TlsRawLogGroupList: Any = _message("RawLogGroupList")
+TlsRawLogGroupListList: Any = _message("RawLogGroupListList")
 
-__all__ = ["TlsLog", "TlsLogGroup", "TlsLogGroupList"]
+__all__ = [
+    "TlsLog",
+    "TlsLogGroup",
+    "TlsLogGroupList",
+    "TlsRawLogGroupList",
+    "TlsRawLogGroupListList",
+]

@@ -94,6 +94,7 @@ class TLSFacade:
             "DescribeCursor": stream.describe_cursor,
             "DescribeCursorTime": stream.describe_cursor_time,
             "ConsumeLogs": stream.consume_logs,
+            "ConsumeOriginalLogs": stream.consume_original_logs,
             "CreateConsumerGroup": groups.create_group,
             "DescribeConsumerGroups": groups.describe_groups,
             "ModifyConsumerGroup": groups.modify_group,

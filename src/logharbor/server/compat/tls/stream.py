@@ -1,30 +1,60 @@
-"""TLS PutLogs, DescribeCursor, ConsumeLogs and DescribeCursorTime over the engine."""
+"""TLS PutLogs, DescribeCursor, ConsumeLogs, ConsumeOriginalLogs and DescribeCursorTime
+over the engine."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from ....engine import Engine, PreparedGroup
 from ....engine.engine import CursorFrom
-from ....engine.tls_mapping import frames_to_tls_list, parse_tls_log_group_list, tls_to_prepared
-from ....engine.types import NANOS_PER_SECOND, PutResult
-from ....protocol.codec import Compression, compress, decode_cursor, decompress, encode_cursor
+from ....engine.tls_mapping import (
+    frames_to_tls_list,
+    parse_tls_log_group_list,
+    tls_group_list,
+    tls_to_prepared,
+)
+from ....engine.types import NANOS_PER_SECOND, Position, PullResult, PutResult, ShardId
+from ....protocol.codec import (
+    Compression,
+    compress,
+    decode_cursor,
+    decompress,
+    encode_cursor,
+    iter_frames,
+)
 from ....protocol.errors import ErrorCode, ServiceError
+from ....protocol.tls_schema import TlsRawLogGroupListList
 from .call import TlsCall
 from .resources import ok
 
 _INLINE_BYTES = 64 << 10
 MAX_CONSUME_BYTES = 5 << 20  # about the most TLS answers at once
-_CONSUME_COMPRESSION = {"lz4": Compression.LZ4, "zlib": Compression.DEFLATE, "": Compression.NONE}
+_CONSUME_COMPRESSION = {"lz4": Compression.LZ4, "zlib": Compression.DEFLATE}
+_COMPRESS_TYPE = {Compression.LZ4: "lz4", Compression.DEFLATE: "zlib", Compression.NONE: ""}
+_NANOS_PER_MILLI = 1_000_000
 
 
 def _invalid(message: str) -> ServiceError:
     return ServiceError(ErrorCode.INVALID_PARAMETER, message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Consume:
+    """A ConsumeLogs or ConsumeOriginalLogs request, checked."""
+
+    project: str
+    topic: str
+    shard: ShardId
+    position: Position
+    stop: Position | None
+    count: int
+    compression: Compression | None  # None: no Compression given
 
 
 class StreamAPI:
@@ -96,7 +126,9 @@ class StreamAPI:
 
     # ------------------------------------------------------------- consume
 
-    async def consume_logs(self, call: TlsCall) -> Response:
+    def _consume_request(self, call: TlsCall) -> _Consume:
+        """The parameters ConsumeLogs and ConsumeOriginalLogs share, once the caller
+        may read the shard (a group member only while it owns it)."""
         topic = call.topic()
         shard = call.integer("ShardId")
         position = decode_cursor(call.text("Cursor"))
@@ -104,36 +136,85 @@ class StreamAPI:
         stop = decode_cursor(end) if end else None
         count = call.integer("LogGroupCount", 100, low=1, high=1000)
         wanted = (call.text("Compression", required=False) or "").lower()
-        if wanted not in _CONSUME_COMPRESSION:
+        if wanted and wanted not in _CONSUME_COMPRESSION:
             raise _invalid("Compression must be lz4 or zlib")
-        compression = _CONSUME_COMPRESSION[wanted]
         group = call.header("consumergroupname")
         consumer = call.header("consumername")
         if group and consumer:  # a group member's fetch: refused unless it owns the shard
             self.engine.group_fetch(topic.project, group, consumer, (topic.name, shard), position)
         else:
             self.engine.shard_status(topic.project, topic.name, shard)
+        return _Consume(
+            topic.project,
+            topic.name,
+            shard,
+            position,
+            stop,
+            count,
+            _CONSUME_COMPRESSION.get(wanted),
+        )
+
+    def _pull(self, read: _Consume) -> PullResult:
+        return self.engine.pull(
+            read.project,
+            read.topic,
+            read.shard,
+            read.position,
+            count=read.count,
+            max_bytes=MAX_CONSUME_BYTES,
+            stop=read.stop,
+        )
+
+    async def consume_logs(self, call: TlsCall) -> Response:
+        read = self._consume_request(call)
+        compression = Compression.NONE if read.compression is None else read.compression
 
         def pull() -> tuple[bytes, int, int]:
-            result = self.engine.pull(
-                topic.project,
-                topic.name,
-                shard,
-                position,
-                count=count,
-                max_bytes=MAX_CONSUME_BYTES,
-                stop=stop,
-            )
+            result = self._pull(read)
             raw, groups = frames_to_tls_list(result.frames)
             return raw, groups, result.next_position
 
         raw, groups, next_position = await run_in_threadpool(pull)
-        return Response(
-            compress(raw, compression),
-            media_type="application/x-protobuf",
-            headers={
-                "X-Tls-Cursor": encode_cursor(next_position),
-                "X-Tls-Count": str(groups),
-                "X-Tls-Bodyrawsize": str(len(raw)),
-            },
-        )
+        return _consumed(compress(raw, compression), groups, next_position, raw_size=len(raw))
+
+    async def consume_original_logs(self, call: TlsCall) -> Response:
+        """ConsumeLogs with every log group in a ``RawLogGroupList`` of its own: the
+        group as a compressed one-group ``LogGroupList``, with its arrival time and
+        the cursor after it.  The body itself is not compressed."""
+        read = self._consume_request(call)
+
+        def pull() -> tuple[bytes, int, int]:
+            result = self._pull(read)
+            answer = TlsRawLogGroupListList()
+            for frame in iter_frames(result.frames, verify=False):
+                data = tls_group_list(frame)
+                compression = read.compression
+                if compression is None:  # not asked for: as stored, if TLS knows it
+                    stored = frame.compression
+                    compression = stored if stored in _COMPRESS_TYPE else Compression.NONE
+                answer.RawLogGroupLists.add(
+                    OriginLen=len(data),
+                    LogArriveTime=frame.received_ns // _NANOS_PER_MILLI,
+                    CompressType=_COMPRESS_TYPE[compression],
+                    Cursor=encode_cursor(frame.position + 1),
+                    Data=compress(data, compression),
+                )
+            body: bytes = answer.SerializeToString()
+            return body, len(answer.RawLogGroupLists), result.next_position
+
+        body, groups, next_position = await run_in_threadpool(pull)
+        response = _consumed(body, groups, next_position, raw_size=len(body))
+        response.headers["X-Tls-Original"] = "true"
+        return response
+
+
+def _consumed(body: bytes, groups: int, next_position: int, *, raw_size: int) -> Response:
+    return Response(
+        body,
+        media_type="application/x-protobuf",
+        headers={
+            "X-Tls-Cursor": encode_cursor(next_position),
+            "X-Tls-Count": str(groups),
+            "X-Tls-Bodyrawsize": str(raw_size),
+        },
+    )
