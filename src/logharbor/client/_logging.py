@@ -27,7 +27,11 @@ Re-configuration (``logging.config.dictConfig``) flushes and closes the old
 handler: a handler that created its producer closes it, delivering what it holds;
 one given a ``producer`` leaves it open. Pre-fork servers (gunicorn, uvicorn
 workers, celery prefork) are safe: a forked worker gets a fresh producer state
-and starts its own threads on its first record.
+and starts its own threads on its first record.  What a worker holds when it stops
+is delivered at its exit under gunicorn; uvicorn workers die of SIGTERM without
+exit handlers, so flush at the app's lifespan shutdown; celery's pool processes
+need ``worker_process_shutdown`` (docs/producer.md shows each, and
+tests/test_prefork_servers.py runs them).
 """
 
 from __future__ import annotations
