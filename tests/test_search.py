@@ -159,6 +159,105 @@ class TestSearchLanguage:
         assert exc.value.code is ErrorCode.INVALID_QUERY
 
 
+class TestFieldsAndWords:
+    """Json sub-keys, double fields, letters outside ASCII, and input that must fail
+    cleanly rather than crash."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Engine]:
+        eng = Engine(
+            EngineConfig(ingest_workers=0, data_dir=tmp_path / "e", retention_interval=3600)
+        )
+        eng.create_project("shop")
+        eng.create_logstore("shop", "access", shard_count=1)
+        eng.create_index(
+            "shop",
+            "access",
+            {
+                "line": {"token": list(" ,;=()[]{}?@&<>/:\n\t\r\"'")},
+                "keys": {
+                    "request": {"type": "json", "json_keys": {"size.kb": {"type": "double"}}},
+                    "ratio": {"type": "double"},
+                },
+            },
+        )
+        logs = [
+            {
+                "msg": "İstanbul office",
+                "request": '{"user": "alice", "size": {"kb": 7.5}}',
+                "ratio": "0.25",
+            },
+            {"msg": "ΟΔΟΣ closed", "request": '{"user": "bob", "size": {"kb": 3}}', "ratio": "2"},
+            {"msg": "plain", "request": "not json", "ratio": "x"},
+        ]
+        for i, contents in enumerate(logs):
+            eng.put("shop", "access", prepared(contents, time=T0 + i)).result()
+        yield eng
+        eng.close()
+
+    @staticmethod
+    def msgs(engine: Engine, query: str) -> list[str]:
+        return [
+            dict(log.contents)["msg"] for log in engine.query("shop", "access", query, *WIDE).logs
+        ]
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ("request.user: alice", ["İstanbul office"]),
+            ("request.user: ALICE", ["İstanbul office"]),  # the parent's case rule
+            ("request.size.kb > 5", ["İstanbul office"]),  # a typed sub-key
+            ("request.size.kb in [1 5]", ["ΟΔΟΣ closed"]),
+            ("request.user: *", ["İstanbul office", "ΟΔΟΣ closed"]),  # not in "not json"
+            ("request.nosuch: alice", []),
+            ("ratio > 1.5", ["ΟΔΟΣ closed"]),
+            ("ratio <= 0.25", ["İstanbul office"]),  # "x" is no number: never matches
+            ("istanbul", ["İstanbul office"]),
+            ("İSTANBUL", ["İstanbul office"]),  # lowercased as DuckDB does (not "i̇stanbul")
+            ("οδοσ", ["ΟΔΟΣ closed"]),  # DuckDB lowercases Σ to σ, never to final ς
+            ("ΟΔΟΣ", ["ΟΔΟΣ closed"]),
+        ],
+    )
+    def test_search(self, store: Engine, query: str, expected: list[str]) -> None:
+        assert self.msgs(store, query) == expected
+
+    def test_json_sub_keys_in_sql(self, store: Engine) -> None:
+        result = store.query(
+            "shop",
+            "access",
+            'request.user: * | select "request.user" as who, sum("request.size.kb") as kb '
+            "group by who order by who",
+            *WIDE,
+        )
+        assert result.rows == [("alice", 7.5), ("bob", 3.0)]
+
+    def test_select_star_returns_every_field(self, store: Engine) -> None:
+        result = store.query("shop", "access", "ratio > 1 | select * from log", *WIDE)
+        assert {"msg", "request", "ratio", "__time__"} <= set(result.keys)
+        row = dict(zip(result.keys, result.rows[0], strict=True))
+        assert row["msg"] == "ΟΔΟΣ closed" and row["ratio"] == 2.0  # typed as double
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "ratio > inf",
+            "ratio > nan",
+            "ratio in [1 1e999]",
+            "(" * 3000 + "a" + ")" * 3000,
+            "not " * 3000 + "a",
+            "* | select " + "(" * 3000 + "1" + ")" * 3000,
+        ],
+    )
+    def test_bad_queries_are_clear_errors(self, store: Engine, query: str) -> None:
+        with pytest.raises(ServiceError) as exc:
+            store.query("shop", "access", query, *WIDE)
+        assert exc.value.code is ErrorCode.INVALID_QUERY
+
+    def test_many_words_skip_the_token_filter_but_still_match(self, store: Engine) -> None:
+        words = " or ".join(f"w{n}" for n in range(500))
+        assert self.msgs(store, f"{words} or plain") == ["plain"]
+
+
 class TestResults:
     def test_paging_order_and_time_range(self, engine: Engine) -> None:
         page = engine.query("shop", "access", "*", *WIDE, line=2, offset=1)

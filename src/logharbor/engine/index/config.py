@@ -11,6 +11,9 @@ do not use).  What LogHarbor uses of it:
   without ``line``, bare words search nothing and only ``field: value`` works.
 - ``keys``: per-field search rules (tokens, case) and the field's type: ``long`` and
   ``double`` fields compare as numbers, and in SQL every key is a column of its type.
+  A ``json`` key's sub-keys are fields too: ``request.user`` is the ``user`` member
+  of the JSON object in ``request`` (``json_keys`` gives sub-keys their own type,
+  tokens and case; others are text with the parent's rules).
 - Changing the configuration never needs re-indexing: the index keeps every field's
   raw value, and tokens, case and types apply when a query runs.
 """
@@ -36,6 +39,7 @@ class KeyConfig:
     case_sensitive: bool = False
     doc_value: bool = False
     alias: str = ""
+    json_keys: dict[str, KeyConfig] = field(default_factory=dict)  # of a json key
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +50,26 @@ class IndexConfig:
     keys: dict[str, KeyConfig] = field(default_factory=dict)
 
     def key(self, name: str) -> KeyConfig | None:
-        return self.keys.get(name)
+        """The rules of a field, or of a sub-key of a json key (``parent.path``)."""
+        found = self.keys.get(name)
+        if found is not None:
+            return found
+        parent = self.json_parent(name)
+        if parent is None:
+            return None
+        outer = self.keys[parent[0]]
+        inner = outer.json_keys.get(parent[1])
+        return inner or KeyConfig(tokens=outer.tokens, case_sensitive=outer.case_sensitive)
+
+    def json_parent(self, name: str) -> tuple[str, str] | None:
+        """``(json key, path)`` when ``name`` is ``<json key>.<path>`` (the longest
+        such key), else None."""
+        end = len(name)
+        while (end := name.rfind(".", 0, end)) > 0:
+            outer = self.keys.get(name[:end])
+            if outer is not None and outer.type == "json" and end + 1 < len(name):
+                return name[:end], name[end + 1 :]
+        return None
 
     @property
     def text(self) -> str:
@@ -89,29 +112,37 @@ def parse_index_config(document: Any) -> IndexConfig:
             raise _error("line must be an object")
         line_tokens = _tokens(line.get("token"), "line")
         line_case = _bool(line.get("caseSensitive"), "line.caseSensitive")
-    keys_doc = document.get("keys", {})
+    keys = _keys(document.get("keys", {}), "keys")
+    return IndexConfig(document, line_tokens, line_case, keys)
+
+
+def _keys(keys_doc: Any, where: str) -> dict[str, KeyConfig]:
     if not isinstance(keys_doc, dict):
-        raise _error("keys must be an object")
+        raise _error(f"{where} must be an object")
     keys: dict[str, KeyConfig] = {}
     for name, spec in keys_doc.items():
         if not isinstance(name, str) or not name or len(name) > 128:
             raise _error("key names must be 1-128 characters")
         if not isinstance(spec, dict):
-            raise _error(f"keys.{name} must be an object")
+            raise _error(f"{where}.{name} must be an object")
         kind = spec.get("type", "text")
         if kind not in KEY_TYPES:
-            raise _error(f"keys.{name}.type must be one of {', '.join(KEY_TYPES)}")
+            raise _error(f"{where}.{name}.type must be one of {', '.join(KEY_TYPES)}")
         alias = spec.get("alias", "")
         if not isinstance(alias, str):
-            raise _error(f"keys.{name}.alias must be a string")
+            raise _error(f"{where}.{name}.alias must be a string")
+        inner = spec.get("json_keys")
+        if inner is not None and kind != "json":
+            raise _error(f"{where}.{name}.json_keys needs type json")
         keys[name] = KeyConfig(
             type=kind,
-            tokens=_tokens(spec.get("token"), f"keys.{name}"),
-            case_sensitive=_bool(spec.get("caseSensitive"), f"keys.{name}.caseSensitive"),
-            doc_value=_bool(spec.get("doc_value"), f"keys.{name}.doc_value"),
+            tokens=_tokens(spec.get("token"), f"{where}.{name}"),
+            case_sensitive=_bool(spec.get("caseSensitive"), f"{where}.{name}.caseSensitive"),
+            doc_value=_bool(spec.get("doc_value"), f"{where}.{name}.doc_value"),
             alias=alias,
+            json_keys=_keys(inner, f"{where}.{name}.json_keys") if inner is not None else {},
         )
-    return IndexConfig(document, line_tokens, line_case, keys)
+    return keys
 
 
 # Used when a logstore has no index configuration: search everything, SLS defaults.

@@ -221,6 +221,8 @@ class QueryRunner:
             tree = sqlglot.parse_one(sql, read="presto")
         except sqlglot.errors.ParseError as exc:
             raise ServiceError(ErrorCode.INVALID_QUERY, f"SQL syntax error: {exc}") from None
+        except RecursionError:
+            raise ServiceError(ErrorCode.INVALID_QUERY, "SQL nested too deeply") from None
         if not isinstance(tree, exp.Query):
             raise ServiceError(ErrorCode.INVALID_QUERY, "only SELECT queries are allowed")
         for select in tree.find_all(exp.Select):
@@ -237,11 +239,13 @@ class QueryRunner:
             raise ServiceError(ErrorCode.INVALID_QUERY, "placeholders are not supported")
         aliases = {a.alias for a in tree.find_all(exp.Alias)}
         fields = {c.name for c in tree.find_all(exp.Column) if c.name} - aliases
+        if any(isinstance(e, exp.Star) for q in tree.find_all(exp.Select) for e in q.expressions):
+            fields |= set(columns)  # select *: every field (as SLS answers it)
         selected = []
         for name in sorted(fields):
             if name in _BASE_COLUMNS:
                 continue
-            value = field_expression(name, columns)
+            value = field_expression(name, columns, config)
             key = config.key(name)
             if key is not None and key.type in _SQL_TYPES:
                 value = f"TRY_CAST({value} AS {_SQL_TYPES[key.type]})"
@@ -249,7 +253,10 @@ class QueryRunner:
         base = [f"{expr} AS {name}" for name, expr in _BASE_COLUMNS.items()]
         cte = f"SELECT {', '.join(base + selected)} FROM logs WHERE {where}"
         final = tree.with_("log", as_=cte, dialect="duckdb", copy=False)
-        return final.sql(dialect="duckdb")
+        try:
+            return final.sql(dialect="duckdb")
+        except RecursionError:
+            raise ServiceError(ErrorCode.INVALID_QUERY, "SQL nested too deeply") from None
 
     # ------------------------------------------------------------ histograms
 

@@ -25,6 +25,9 @@ in sequence.  Comparisons and ranges treat the field as a number.
 
 from __future__ import annotations
 
+import functools
+import math
+import threading
 from dataclasses import dataclass
 
 import duckdb
@@ -258,9 +261,12 @@ class _Parser:
     def number(self) -> float:
         token = self.take()
         try:
-            return float(token.text)
+            value = float(token.text)
         except ValueError:
             raise self.error(f"{token.text!r} is not a number", token) from None
+        if not math.isfinite(value):
+            raise self.error(f"{token.text!r} is not a finite number", token)
+        return value
 
     def field_expr(self, field: str) -> Node:
         token = self.take()
@@ -289,7 +295,10 @@ class _Parser:
 
 
 def parse_search(text: str) -> Node:
-    return _Parser(text.strip()).parse()
+    try:
+        return _Parser(text.strip()).parse()
+    except RecursionError:
+        raise SearchSyntaxError("nested too deeply", 0, text[:200]) from None
 
 
 # ------------------------------------------------------------ to SQL
@@ -366,31 +375,36 @@ class Compiler:
 
     def column(self, field: str) -> str:
         """The SQL expression of a field's value (NULL where a log lacks it)."""
-        return field_expression(field, self.columns)
+        return field_expression(field, self.columns, self.config)
 
     def text(self, node: Text) -> str:
         tokens, case_sensitive = search_rules(self.config, node.field)
         sep = _separators(tokens)
-        words = [w if case_sensitive else w.lower() for w in node.words]
+        words = [w if case_sensitive else fold(w) for w in node.words]
         body = f"[{sep}]+".join(_literal(w) for w in words)
         pattern = sql_string(f"(^|[{sep}]){body}" + ("" if node.prefix else f"($|[{sep}])"))
         needed = _text_tokens(node, self.config, self.columns)
         # (value, the blocks its lane may hold the word in: None for unknown)
         targets: list[tuple[str, set[int] | None]]
         if node.field is None:  # full text: any field's value
-            targets = [
-                (f'"{col}"', self._blocks(name, needed)) for name, col in self.columns.items()
-            ]
-            if len(self.columns) >= MAX_COLUMNS:  # else no log has overflow fields
-                targets.append(("array_to_string(map_values(extra), chr(10))", None))
+            fields = [(f'"{col}"', name) for name, col in self.columns.items()]
         else:
-            targets = [(self.column(node.field), self._blocks(node.field, needed))]
-        targets = [(target, blocks) for target, blocks in targets if blocks != set()]
+            fields = [(self.column(node.field), node.field)]
+        lanes = [(target, self._lane_blocks(field, needed)) for target, field in fields]
+        # the word is rare when few blocks hold it in the lanes of its fields
+        rare = self.candidates is not None and all(b is not None for _, b in lanes)
+        if rare and self.candidates is not None:
+            rare = self.candidates.rare(sum(len(b or ()) for _, b in lanes))
+        targets = [(target, self._within_candidates(b)) for target, b in lanes if b != set()]
+        if node.field is None and len(self.columns) >= MAX_COLUMNS:
+            # fields beyond the columns are in the overflow map (never otherwise)
+            targets.append(("array_to_string(map_values(extra), chr(10))", None))
+            rare = False
         if not targets:
             return "FALSE"
         exact = node.field is not None and not node.prefix and len(words) == 1
         first = words[0]
-        caseless = case_sensitive or first.lower() == first.upper()  # no letters
+        caseless = case_sensitive or first == first.upper()  # no letters
         matches: list[tuple[str, set[int] | None]] = []
         for target, blocks in targets:
             # a cheap substring test first (no lower-casing unless needed); only the
@@ -405,10 +419,12 @@ class Compiler:
                 token = f"({value} = {sql_string(first)} OR {token})"
             matches.append((token, blocks))
         filtered = self.candidates is not None and self.candidates.blocks is not None
-        if filtered and self.db is not None and all(b is not None for _, b in matches):
+        if filtered and rare and self.db is not None:
             # few blocks may hold the word: find its rows now, one scan per field in
             # the blocks where that field's lane holds it (no column is decoded
-            # anywhere else), and hand the outer query their row ids
+            # anywhere else), and hand the outer query their row ids; a common word
+            # beside a rare one is left to the query, which reads the rare one's
+            # blocks only
             scans = " UNION ALL ".join(
                 f"SELECT rowid AS r FROM logs WHERE {_within(blocks or set())} AND {token}"
                 for token, blocks in matches
@@ -429,11 +445,20 @@ class Compiler:
             matched.append(token)
         return "(" + " OR ".join(matched) + ")"
 
-    def _blocks(self, field: str, needed: Need | None) -> set[int] | None:
+    def _lane_blocks(self, field: str, needed: Need | None) -> set[int] | None:
         """The blocks where ``field`` may hold the word (None: unknown, any)."""
         if self.candidates is None or not isinstance(needed, Tokens):
             return None
-        return self.candidates.lane_blocks(lane_field(field), needed.tokens)
+        return self.candidates.lane_blocks(
+            lane_field(field, self.config, self.columns), needed.tokens
+        )
+
+    def _within_candidates(self, blocks: set[int] | None) -> set[int] | None:
+        """Rows outside the search's candidate blocks are never kept: no need to
+        read a field there."""
+        if blocks is None or self.candidates is None or self.candidates.blocks is None:
+            return blocks
+        return blocks & self.candidates.blocks
 
 
 def _within(blocks: set[int]) -> str:
@@ -444,9 +469,31 @@ def _within(blocks: set[int]) -> str:
     return f"blk IN (SELECT unnest([{listed}]::INTEGER[]))"
 
 
-def lane_field(field: str) -> str:
-    """The name whose lane holds a field's tokens (see ``tokens.lane``)."""
-    return TAG_LANE_NAME if field.startswith("__tag__:") else field
+def lane_field(field: str, config: IndexConfig, columns: dict[str, str]) -> str:
+    """The name whose lane holds a field's tokens (see ``tokens.lane``): tags'
+    shared name, a json sub-key's json key, else the field itself."""
+    if field.startswith("__tag__:"):
+        return TAG_LANE_NAME
+    if field not in columns:
+        parent = config.json_parent(field)
+        if parent is not None:
+            return parent[0]
+    return field
+
+
+_FOLD = duckdb.connect(":memory:")
+_FOLD_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4096)
+def fold(word: str) -> str:
+    """``word`` lowercased exactly as DuckDB's ``lower`` lowercases the values it is
+    compared with (Python differs on some letters: İ, final sigma)."""
+    if word.isascii():
+        return word.lower()
+    with _FOLD_LOCK:
+        row = _FOLD.execute("SELECT lower(?)", [word]).fetchone()
+    return str(row[0]) if row else word.lower()
 
 
 def search_rules(config: IndexConfig, field: str | None) -> tuple[tuple[str, ...], bool]:
@@ -491,14 +538,14 @@ def _text_tokens(node: Text, config: IndexConfig, columns: dict[str, str]) -> Ne
     separators, case_sensitive = search_rules(config, node.field)
     if not separators_split_tokens(separators):
         return None
-    words = [w if case_sensitive else w.lower() for w in node.words]
+    words = [w if case_sensitive else fold(w) for w in node.words]
     tokens = [t for w in words for t in word_tokens(w)]
     if node.prefix and tokens:
         tokens.pop()  # its match may continue past the word
     if not tokens:
         return None
     if node.field is not None:
-        lanes = frozenset({lane(lane_field(node.field))})
+        lanes = frozenset({lane(lane_field(node.field, config, columns))})
     elif len(columns) >= MAX_COLUMNS:  # fields beyond the columns: any lane
         lanes = frozenset(range(LANES))
     else:
@@ -506,8 +553,9 @@ def _text_tokens(node: Text, config: IndexConfig, columns: dict[str, str]) -> Ne
     return Tokens(frozenset(tokens), lanes)
 
 
-def field_expression(field: str, columns: dict[str, str]) -> str:
-    """The SQL expression of a field's value in the ``logs`` table."""
+def field_expression(field: str, columns: dict[str, str], config: IndexConfig | None = None) -> str:
+    """The SQL expression of a field's value in the ``logs`` table: a column, a tag,
+    a member of a json key's value, or an entry of the overflow map."""
     if field == "__topic__":
         return "topic"
     if field == "__source__":
@@ -515,4 +563,13 @@ def field_expression(field: str, columns: dict[str, str]) -> str:
     if field.startswith("__tag__:"):
         return f"tags[{sql_string(field[len('__tag__:') :])}]"
     column = columns.get(field)
-    return f'"{column}"' if column else f"extra[{sql_string(field)}]"
+    if column:
+        return f'"{column}"'
+    parent = config.json_parent(field) if config is not None else None
+    if parent is not None:
+        outer, path = parent
+        steps = "".join(f'."{step}"' for step in path.replace('"', "").split("."))
+        value = field_expression(outer, columns)
+        document = f"CASE WHEN json_valid({value}) THEN {value} END"  # else NULL, no error
+        return f"json_extract_string({document}, {sql_string('$' + steps)})"
+    return f"extra[{sql_string(field)}]"

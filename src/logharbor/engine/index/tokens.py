@@ -67,6 +67,8 @@ BLOOM_TABLES = tuple(f"blooms_{k}" for k in range(PARTITIONS))
 CELL_BITS = 256
 # a block is scanned without looking at the filter once this share of blocks may match
 MAX_CANDIDATE_SHARE = 0.2
+# (lane, token) lookups of one search, at most; a search needing more is not filtered
+MAX_PROBES = 64
 # the characters that end a token (everything but letters and digits), as RE2 sees them
 SEPARATOR = r"[^\p{L}\p{N}]"
 _SPLIT = SEPARATOR + "+"
@@ -301,6 +303,11 @@ class Candidates:
 
     blocks: set[int] | None
     found: dict[tuple[int, str], set[int]]
+    total: int = 0  # blocks in the filter
+
+    def rare(self, blocks: int) -> bool:
+        """Whether so few blocks are worth filtering on (see ``MAX_CANDIDATE_SHARE``)."""
+        return blocks <= MAX_CANDIDATE_SHARE * max(1, self.total)
 
     def lane_blocks(self, field: str, tokens: Iterable[str]) -> set[int] | None:
         """The blocks that hold every one of ``tokens`` in ``field``'s lane (so
@@ -319,6 +326,8 @@ def candidate_blocks(db: duckdb.DuckDBPyConnection, need: Need) -> Candidates:
     probes = sorted(set(_probes(need)))
     if not probes:  # full text over a logstore with no fields yet
         return Candidates(set(), {})
+    if len(probes) > MAX_PROBES:  # planning the lookup would cost more than scanning
+        return Candidates(None, {})
     columns = ", ".join(f"hash(lower(?), {int(number)}::UTINYINT)" for number, _ in probes)
     row: Any = db.execute(f"SELECT {columns}", [token for _, token in probes]).fetchone()
     hashes = [int(h) for h in row]
@@ -330,9 +339,10 @@ def candidate_blocks(db: duckdb.DuckDBPyConnection, need: Need) -> Candidates:
         found[probes[int(k)]].add(int(blk))
     blocks = _evaluate(need, found)
     row = db.execute("SELECT count(*) FROM blocks").fetchone()
-    if len(blocks) > MAX_CANDIDATE_SHARE * max(1, int(row[0])):
-        return Candidates(None, found)
-    return Candidates(blocks, found)
+    candidates = Candidates(blocks, found, int(row[0]) if row else 0)
+    if not candidates.rare(len(blocks)):
+        return Candidates(None, found, candidates.total)
+    return candidates
 
 
 def _evaluate(need: Need, found: dict[tuple[int, str], set[int]]) -> set[int]:
