@@ -1,7 +1,8 @@
 """A test-side InLong DataProxy client: encodes frames as the Go SDK (type 5) and the
-C++ SDK / Python binding (type 7) do, and decodes replies the way each of them
-reads them (../shared/specs/inlong.md §4-§5).  Written from the spec, independently
-of the server's code, so that the two check each other."""
+C++ SDK / Python binding (type 7, or 2, 3, 4 and 6 with their ``msg_type`` setting)
+do, and decodes replies the way each of them reads them (../shared/specs/inlong.md
+§3-§5).  Written from the spec, independently of the server's code, so that the two
+check each other."""
 
 from __future__ import annotations
 
@@ -99,6 +100,66 @@ def go_batch(
     return GoBatch(text_frame(body, attr), mid, wid, stripped, dt)
 
 
+def cpp_text_attr(group: str, stream: str, count: int, *, mid: int, dt: int, snappy: bool) -> str:
+    """The attributes of the C++ SDK's text layouts (``msg_type`` 2 to 6)."""
+    attr = f"groupId={group}&streamId={stream}&dt={dt}&mid={mid}"
+    if snappy:
+        attr += "&cp=snappy"
+    return attr + f"&cnt={count}&sid=0x{uuid.uuid4().hex}"
+
+
+def record_frame(
+    group: str,
+    stream: str,
+    records: Sequence[bytes],
+    *,
+    msg_type: int = 3,
+    mid: int = 1,
+    dt: int = 1795315307347,
+    extra: str = "",
+) -> bytes:
+    """Types 2, 3 and 4 as the C++ SDK packs them: the records joined by ``\\n``
+    (type 4: by nothing), snappy above 512 bytes."""
+    body = (b"" if msg_type == 4 else b"\n").join(records)
+    snappy = len(body) > 512
+    if snappy:
+        body = bytes(cramjam.snappy.compress_raw(body))
+    attr = cpp_text_attr(group, stream, len(records), mid=mid, dt=dt, snappy=snappy) + extra
+    return text_frame(body, attr, msg_type)
+
+
+def cpp_item_attr(ip: str = "192.0.2.2", reptime: str = "202611220236") -> str:
+    """The attributes the C++ SDK gives each item of type 6 (and extField 0x1)."""
+    return f"__addcol1__reptime={reptime}&__addcol2__ip={ip}"
+
+
+def attr_items_body(items: Iterable[tuple[bytes, str]]) -> bytes:
+    """``uint32 len | item | uint32 attrLen | attr`` repeated (type 6, extField 0x1)."""
+    return b"".join(
+        struct.pack(">I", len(data)) + data + struct.pack(">I", len(attr.encode())) + attr.encode()
+        for data, attr in items
+    )
+
+
+def attr_batch_frame(
+    group: str,
+    stream: str,
+    items: Sequence[tuple[bytes, str]],
+    *,
+    mid: int = 1,
+    dt: int = 1795315307347,
+    extra: str = "",
+) -> bytes:
+    """Type 6 as the C++ SDK packs it: items with their own attributes, snappy
+    above 512 bytes."""
+    body = attr_items_body(items)
+    snappy = len(body) > 512
+    if snappy:
+        body = bytes(cramjam.snappy.compress_raw(body))
+    attr = cpp_text_attr(group, stream, len(items), mid=mid, dt=dt, snappy=snappy) + extra
+    return text_frame(body, attr, 6)
+
+
 def binary_frame(
     group: str,
     stream: str,
@@ -110,9 +171,16 @@ def binary_frame(
     ext_field: int = 0x4,
     attr: str | None = None,
     magic: int = 0xEE01,
+    group_num: int = 0,
+    stream_num: int = 0,
+    item_attrs: Sequence[str] | None = None,
 ) -> bytes:
-    """A pack as the C++ SDK writes it (``msg_type`` 7); snappy above 512 bytes."""
-    body = items_body(payloads)
+    """A pack as the C++ SDK writes it (``msg_type`` 7); snappy above 512 bytes.
+    ``item_attrs`` gives each payload its attributes (pass ``ext_field`` 0x1 too)."""
+    if item_attrs is None:
+        body = items_body(payloads)
+    else:
+        body = attr_items_body(zip(payloads, item_attrs, strict=True))
     if snappy is None:
         snappy = len(body) > 512
     msg_type = 7
@@ -124,8 +192,8 @@ def binary_frame(
     total = 25 + len(body) + len(encoded)
     return (
         struct.pack(
-            ">IBHHHIHII", total, msg_type, 0, 0, ext_field, data_time, len(payloads), uniq,
-            len(body),
+            ">IBHHHIHII", total, msg_type, group_num, stream_num, ext_field, data_time,
+            len(payloads), uniq, len(body),
         )
         + body
         + struct.pack(">H", len(encoded))

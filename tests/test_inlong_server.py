@@ -1,6 +1,7 @@
 """The InLong facade of a real server process on loopback: discovery, the DataProxy
-TCP listener and the HTTP source, with the stored logs read back through
-LogHarbor's own API."""
+TCP listener (every message type, numeric ids, bad input) and the HTTP source, with
+the stored logs read back through LogHarbor's own API and the listener's counters
+scraped from /metrics."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness import ServerProcess
 from inlong_frames import (
@@ -23,10 +25,16 @@ from inlong_frames import (
     GOLDEN_GO_FRAME,
     HEARTBEAT_ACK,
     DataProxyConnection,
+    Reply,
+    attr_batch_frame,
+    attr_items_body,
     binary_frame,
     binary_heartbeat,
+    cpp_item_attr,
+    decode_text_reply,
     go_batch,
     items_body,
+    record_frame,
     text_frame,
 )
 
@@ -83,6 +91,20 @@ class InLongServer:
             str(dict(log["contents"])["__content__"]) for log in self.logs(project, logstore)
         )  # type: ignore[call-overload]
 
+    def contents(self, project: str, logstore: str) -> list[list[tuple[str, str]]]:
+        """The contents of every stored log, sorted."""
+        return sorted(log["contents"] for log in self.logs(project, logstore))  # type: ignore[misc]
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics, by name and sorted labels."""
+        response = self.proc.request("GET", "/metrics")
+        assert response.status_code == 200
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        }
+
 
 def start(path: Path, *env: tuple[str, str]) -> InLongServer:
     settings = {"LOGHARBOR_INLONG_PORT": "0", **dict(env)}
@@ -100,6 +122,21 @@ def inlong(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InLongServer]:
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InLongServer]:
     """No auto-create, and at most 8 DataProxy connections."""
     server = start(tmp_path_factory.mktemp("strict"), ("LOGHARBOR_INLONG_MAX_CONNECTIONS", "8"))
+    yield server
+    server.proc.stop()
+
+
+NUMERIC_IDS = "1=num_group,1.1=alpha,1.2=beta"
+
+
+@pytest.fixture(scope="module")
+def numbered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InLongServer]:
+    """Auto-create, and numeric ids mapped."""
+    server = start(
+        tmp_path_factory.mktemp("numbered"),
+        ("LOGHARBOR_INLONG_AUTO_CREATE", "1"),
+        ("LOGHARBOR_INLONG_NUMERIC_IDS", NUMERIC_IDS),
+    )
     yield server
     server.proc.stop()
 
@@ -315,6 +352,258 @@ def test_rejected_content_gets_its_code(inlong: InLongServer, group: str) -> Non
         reply = connection.read_go_reply()
     assert (reply.attrs["errCode"], reply.attrs["mid"]) == ("96", "7")
     assert inlong.messages(project_of(group), "rej") == []
+
+
+# ------------------------------------------------------ types 2, 3, 4 and 6
+
+
+def read_text_reply(connection: DataProxyConnection) -> Reply:
+    """As the C++ SDK in a text ``msg_type``: one frame of at most 32 KiB."""
+    return decode_text_reply(connection.read_frame(32 << 10))
+
+
+def test_single_record_types_one_in_flight(inlong: InLongServer, group: str) -> None:
+    frames = {
+        2: record_frame(group, "common", [b"c|1", b"c|2"], msg_type=2, mid=1),
+        3: record_frame(group, "acked", [b"a|1\n"], msg_type=3, mid=2),
+        4: record_frame(group, "echoed", [b"e|1", b"e|2"], msg_type=4, mid=3),
+    }
+    with inlong.connect() as connection:
+        for msg_type, frame in frames.items():
+            connection.send(frame)  # one request in flight, as the C++ SDK
+            reply = read_text_reply(connection)
+            assert reply.msg_type == msg_type and "errCode" not in reply.attrs
+            assert reply.attrs["mid"] == str(msg_type - 1)
+            assert reply.body == (b"e|1e|2" if msg_type == 4 else b"2")
+    assert inlong.messages(project_of(group), "common") == ["c|1", "c|2"]
+    assert inlong.messages(project_of(group), "acked") == ["a|1"]  # one newline is not data
+    assert inlong.messages(project_of(group), "echoed") == ["e|1e|2"]
+
+
+def test_multi_body_attr_pipelined(inlong: InLongServer, group: str) -> None:
+    frames, expected = [], []
+    for mid in range(1, 21):
+        batch = [
+            (f"m{mid} {i} ".encode() * (i + 1), cpp_item_attr(f"10.0.0.{i}")) for i in range(9)
+        ]
+        frames.append(attr_batch_frame(group, "attrs", batch, mid=mid, extra=f"&wid={mid % 3}"))
+        expected += [
+            [("reptime", "202611220236"), ("ip", f"10.0.0.{i}"), ("__content__", data.decode())]
+            for i, (data, _) in enumerate(batch)
+        ]
+    assert any(b"cp=snappy" in frame for frame in frames)
+    with inlong.connect() as connection:
+        connection.send(b"".join(frames))
+        replies = [connection.read_go_reply() for _ in frames]
+    assert [(r.msg_type, r.attrs["mid"]) for r in replies] == [(6, str(m)) for m in range(1, 21)]
+    assert inlong.contents(project_of(group), "attrs") == sorted(expected)
+
+
+def test_binary_items_with_attributes_and_no_ack(inlong: InLongServer, group: str) -> None:
+    payloads = [b"bin one", b"bin two"]
+    attrs = [cpp_item_attr("10.1.1.1"), "__addcol1__reptime=202601010000"]
+    frame = binary_frame(group, "binattrs", payloads, ext_field=0x5, item_attrs=attrs)
+    quiet = record_frame(group, "binattrs", [b"not acked"], msg_type=3, extra="&isAck=false")
+    with inlong.connect() as connection:
+        connection.send(frame)
+        assert connection.read_cpp_reply().uniq == 1
+        connection.send(quiet + GO_HEARTBEAT)
+        assert connection.read_frame() == HEARTBEAT_ACK  # nothing came before it
+    assert inlong.contents(project_of(group), "binattrs") == [
+        [("__content__", "not acked")],
+        [("reptime", "202601010000"), ("__content__", "bin two")],
+        [("reptime", "202611220236"), ("ip", "10.1.1.1"), ("__content__", "bin one")],
+    ]
+
+
+def new_type_garbage(group: str, msg_type: int) -> dict[str, bytes]:
+    attr = f"groupId={group}&streamId=junk".encode()
+    head = struct.pack(">B", msg_type)
+    good = text_frame(b"must not be stored", attr.decode(), msg_type)
+    return {
+        "body length beyond the frame": struct.pack(">I", 9)
+        + head
+        + struct.pack(">I", 80)
+        + b"\0" * 4,
+        "attr length beyond the frame": good[: -len(attr) - 4] + struct.pack(">I", 999) + attr,
+        "bytes after the attributes": struct.pack(">I", len(good) - 4 + 3) + good[4:] + b"xyz",
+        "shorter than its fixed fields": struct.pack(">I", 4) + head + b"\0" * 3,
+        "oversized": struct.pack(">I", 513 << 10) + head + b"\0" * 100,
+        "truncated": good[: len(good) - 5],
+    }
+
+
+@pytest.mark.parametrize("msg_type", [2, 3, 4, 6])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "body length beyond the frame",
+        "attr length beyond the frame",
+        "bytes after the attributes",
+        "shorter than its fixed fields",
+        "oversized",
+        "truncated",
+    ],
+)
+def test_bad_frames_of_the_new_types(
+    inlong: InLongServer, group: str, msg_type: int, kind: str
+) -> None:
+    with inlong.connect() as bystander, inlong.connect(timeout=10) as attacker:
+        attacker.send(new_type_garbage(group, msg_type)[kind])
+        if kind == "truncated":
+            attacker.sock.shutdown(socket.SHUT_WR)
+        assert attacker.closed_by_peer()
+        frame = record_frame(group, "fine", [f"after {kind} {msg_type}".encode()], msg_type=3)
+        bystander.send(frame)
+        assert read_text_reply(bystander).attrs["mid"] == "1"
+    assert inlong.messages(project_of(group), "junk") == []
+    assert inlong.messages(project_of(group), "fine") == [f"after {kind} {msg_type}"]
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "body", "code"),
+    [
+        (6, attr_items_body([(b"x", "a=1")])[:-3], "123"),  # item attribute cut short
+        (6, b"\x00\x00\x00\x05ab", "123"),  # item length beyond the body
+        (4, b"x" * (20 << 10), "104"),  # too large to echo within the reply limit
+        (3, b"", "105"),
+        (2, b"plain, not snappy", "96"),
+    ],
+)
+def test_refused_content_of_the_new_types(
+    inlong: InLongServer, group: str, msg_type: int, body: bytes, code: str
+) -> None:
+    extra = "&cp=snappy" if code == "96" else ""
+    attr = f"groupId={group}&streamId=refused&mid=5{extra}"
+    with inlong.connect() as go:  # a sender that reads errCode (it sends wid)
+        go.send(text_frame(body, attr + "&wid=0", msg_type))
+        reply = go.read_go_reply()
+        assert (reply.msg_type, reply.attrs["errCode"], reply.attrs["mid"]) == (msg_type, code, "5")
+        go.send(GO_HEARTBEAT)  # the connection still serves
+        assert go.read_exactly(5) == HEARTBEAT_ACK
+    with inlong.connect() as cpp:  # one that does not: it must see a failure
+        cpp.send(text_frame(body, attr, msg_type))
+        assert cpp.closed_by_peer()
+    assert inlong.messages(project_of(group), "refused") == []
+
+
+def test_odd_numbers_are_answered_not_fatal(inlong: InLongServer, group: str) -> None:
+    """Digits int() refuses (a superscript, thousands of them) once broke the reader."""
+    with inlong.connect() as connection:
+        for dt in ("\u00b2", "9" * 5000):
+            connection.send(go_batch(group, "odd", [b"x"], extra=f"&dt={dt}").frame)
+            assert connection.read_go_reply().attrs["errCode"] == "102"
+        key = "__addcol" + "9" * 5000 + "__x"
+        batch = go_batch(group, "odd", [b"kept"], extra=f"&{key}=1&cnt=" + "9" * 5000)
+        connection.send(batch.frame)
+        assert "errCode" not in connection.read_go_reply().attrs
+    (log,) = inlong.logs(project_of(group), "odd")
+    assert log["contents"] == [("__content__", "kept")] and log["tags"][key] == "1"  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- numeric ids
+
+
+def test_numeric_ids_land_where_names_do(numbered: InLongServer) -> None:
+    by_number = binary_frame(
+        "", "", [b"by number"], ext_field=0, attr="", group_num=1, stream_num=2, uniq=8
+    )
+    by_name = binary_frame("num_group", "beta", [b"by name"], uniq=9)
+    with numbered.connect() as connection:
+        for frame, uniq in ((by_number, 8), (by_name, 9)):
+            connection.send(frame)
+            reply = connection.read_cpp_reply()
+            assert reply.uniq == uniq and "errCode" not in reply.attrs
+    logs = numbered.logs("num-group", "beta")
+    assert sorted(str(dict(log["contents"])["__content__"]) for log in logs) == [  # type: ignore[call-overload]
+        "by name",
+        "by number",
+    ]
+    assert all(log["tags"] == {"groupId": "num_group", "streamId": "beta"} for log in logs)
+
+
+@pytest.mark.parametrize(("group_num", "stream_num"), [(2, 1), (1, 3), (0, 1), (1, 0)])
+def test_unmapped_numeric_ids_are_refused(
+    numbered: InLongServer, group_num: int, stream_num: int
+) -> None:
+    frame = binary_frame(
+        "", "", [b"lost?"], ext_field=0, attr="", group_num=group_num, stream_num=stream_num
+    )
+    with numbered.connect() as cpp:
+        cpp.send(frame)
+        assert cpp.closed_by_peer()  # the C++ SDK ignores errCode: it must see a failure
+    assert numbered.messages("num-group", "alpha") == []
+
+
+def test_bad_numeric_id_setting_stops_the_server(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError) as caught:
+        start(tmp_path, ("LOGHARBOR_INLONG_NUMERIC_IDS", "1=grp,1.1=bad name"))
+    assert "inlong_numeric_ids" in str(caught.value)
+
+
+# -------------------------------------------------------------------- metrics
+
+
+# (metric without the logharbor_inlong_ prefix, labels, change expected in the test)
+METRIC_DELTAS: list[tuple[str, dict[str, str], float]] = [
+    ("connections_accepted_total", {}, 3),
+    ("connections_closed_total", {"reason": "bad_frame"}, 2),
+    ("connections_closed_total", {"reason": "client"}, 1),
+    ("frames_received_total", {"type": "ack_service"}, 1),
+    ("frames_received_total", {"type": "multi_body_attr"}, 1),
+    ("frames_received_total", {"type": "heartbeat"}, 1),
+    ("received_bytes_total", {"type": "ack_service"}, 4 + 1 + 4 + 3 + 4 + 104),  # a whole frame
+    ("messages_received_total", {"type": "multi_body_attr"}, 2),
+    ("acks_sent_total", {"type": "ack_service", "result": "ok"}, 1),
+    ("acks_sent_total", {"type": "multi_body_attr", "result": "ok"}, 1),
+    ("acks_sent_total", {"type": "heartbeat", "result": "ok"}, 1),
+    ("acks_sent_total", {"type": "multi_body", "result": "error"}, 1),
+    ("frame_errors_total", {"reason": "unknown_type"}, 1),
+    ("frame_errors_total", {"reason": "frame_length"}, 1),
+    (
+        "rejected_requests_total",
+        {"type": "multi_body", "code": "101", "reason": "miss_required_streamid_argument"},
+        1,
+    ),
+    ("stored_messages_total", {}, 3),
+]
+
+
+def test_listener_metrics(numbered: InLongServer) -> None:
+    def readings() -> list[float]:
+        samples = numbered.metrics()
+        return [
+            samples.get((f"logharbor_inlong_{name}", tuple(sorted(labels.items()))), 0.0)
+            for name, labels, _ in METRIC_DELTAS
+        ]
+
+    before = readings()
+    acked = record_frame("num_group", "alpha", [b"m|1"], msg_type=3, mid=12345)
+    with numbered.connect() as connection:
+        connection.send(acked)
+        assert read_text_reply(connection).msg_type == 3
+        connection.send(attr_batch_frame("num_group", "alpha", [(b"a", ""), (b"b", "k=v")]))
+        assert read_text_reply(connection).msg_type == 6
+        connection.send(GO_HEARTBEAT + text_frame(items_body([b"x"]), "groupId=g&wid=0"))
+        assert connection.read_exactly(5) == HEARTBEAT_ACK
+        assert connection.read_go_reply().attrs["errCode"] == "101"
+        key = ("logharbor_inlong_connections_open", ())
+        assert numbered.metrics()[key] >= 1
+    for garbage in (b"\x00\x00\x00\x05\x1f\x00\x00\x00\x00", b"\x00\x00\x00\x00"):
+        with numbered.connect() as attacker:
+            attacker.send(garbage)
+            assert attacker.closed_by_peer()
+    assert len(acked) == METRIC_DELTAS[6][2]
+    expected = [delta for _, _, delta in METRIC_DELTAS]
+    deadline = time.monotonic() + 10
+    while True:  # a connection is counted closed once the server has closed it
+        deltas = [after - first for after, first in zip(readings(), before, strict=True)]
+        if deltas == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert list(zip(METRIC_DELTAS, deltas, strict=True)) == list(
+        zip(METRIC_DELTAS, expected, strict=True)
+    )
 
 
 # ---------------------------------------------------------------- concurrency

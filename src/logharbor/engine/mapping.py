@@ -18,6 +18,9 @@ An InLong message is bytes plus the attributes of the batch that carried it.
   (predefined leading columns, by ascending ``N``): key ``<name>`` (or
   ``__addcolN__`` when the name is empty) with ``<value>``; then
   ``CONTENT_KEY`` with the message bytes exactly as sent.
+- a message that came with attributes of its own (InLong type 6, binary
+  extField 0x1): its ``__addcolN__`` columns join the batch's (all by ascending
+  ``N``), and its other attributes follow them as contents, in the order sent.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ CONTENT_KEY = "__content__"
 TRANSPORT_ATTRIBUTES = frozenset(
     {"cp", "cnt", "mid", "wid", "isAck", "syncSend", "proxySend", "errCode", "errMsg", "rtms"}
 )
-_ADDCOL = re.compile(r"__addcol(\d+)__?(.*)", re.DOTALL)
+# ASCII digits, few enough for int(): other keys are plain attributes
+_ADDCOL = re.compile(r"__addcol([0-9]{1,9})__?(.*)", re.DOTALL)
 _NANOS_PER_MS = 1_000_000
 _MAX_TIME_MS = (1 << 32) * 1000
 
@@ -58,6 +62,7 @@ class InLongBatch:
     attributes: Sequence[tuple[str, str]] = ()  # as sent, in order
     time_ms: int | None = None  # the batch's ``dt``; None: the receive time
     source: str = ""  # the sender's address
+    item_attributes: Sequence[Sequence[tuple[str, str]]] = ()  # one per message, or none
 
 
 def inlong_project(group_id: str) -> str:
@@ -100,6 +105,21 @@ def addcol_contents(attributes: Sequence[tuple[str, str]]) -> list[tuple[str, st
     return [(name, value) for _, _, name, value in columns]
 
 
+def _item_columns(
+    attributes: Sequence[tuple[str, str]], item: Sequence[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The leading contents of a message with attributes of its own."""
+    columns = addcol_contents([*attributes, *item])
+    return columns + [(key, value) for key, value in item if not _ADDCOL.fullmatch(key)]
+
+
+def _contents(columns: Sequence[tuple[str, str]]) -> bytes:
+    return b"".join(
+        length_delimited(0x12, _pair(key.encode(), value.encode()))  # Log.Contents = 2
+        for key, value in columns
+    )
+
+
 def inlong_log_group(batch: InLongBatch, limits: Limits, *, now: Nanos) -> PreparedGroup:
     """The log group of a batch, ready for ``Engine.put``; refused if over the limits.
 
@@ -111,14 +131,19 @@ def inlong_log_group(batch: InLongBatch, limits: Limits, *, now: Nanos) -> Prepa
     time_ns = now if batch.time_ms is None else batch.time_ms * _NANOS_PER_MS
     if batch.time_ms is not None and not 0 <= batch.time_ms < _MAX_TIME_MS:
         raise ServiceError(ErrorCode.INVALID_PARAMETER, f"dt {batch.time_ms} is out of range")
+    if batch.item_attributes and len(batch.item_attributes) != len(batch.messages):
+        raise ServiceError(ErrorCode.INVALID_LOG_GROUP, "item attributes do not match the messages")
     seconds, nanos = divmod(time_ns, NANOS_PER_SECOND)
-    head = b"\x08" + encode_varint(seconds)  # Log.Time = 1
-    for key, value in addcol_contents(batch.attributes):
-        head += length_delimited(0x12, _pair(key.encode(), value.encode()))  # Log.Contents = 2
+    time_field = b"\x08" + encode_varint(seconds)  # Log.Time = 1
+    head = time_field + _contents(addcol_contents(batch.attributes))
     content_key = length_delimited(0x0A, CONTENT_KEY.encode())
     tail = b"\x25" + struct.pack("<I", nanos)  # Log.Time_ns = 4, fixed32
     parts = []
-    for message in batch.messages:
+    for index, message in enumerate(batch.messages):
+        if batch.item_attributes:
+            head = time_field + _contents(
+                _item_columns(batch.attributes, batch.item_attributes[index])
+            )
         content = content_key + length_delimited(0x12, message)
         log = head + length_delimited(0x12, content) + tail
         parts.append(length_delimited(0x0A, log))  # LogGroup.Logs = 1

@@ -81,6 +81,8 @@ def build_server(config: ServerConfig) -> Server:
     )
 
     inlong = _inlong_facade(config, engine, native.budget)
+    if inlong is not None:
+        metrics.registry.register(inlong.collector())
     sls, shipping = _sls_facade(config, engine, keys, native.budget, metrics)
     tls = TLSFacade(
         engine,
@@ -150,6 +152,7 @@ def _inlong_facade(config: ServerConfig, engine: Engine, budget: ByteBudget) -> 
         auto_create=config.inlong_auto_create,
         advertise_host=config.inlong_advertise_host,
         max_connections=config.inlong_max_connections,
+        numeric_ids=config.inlong_numeric_ids,
         budget=budget,
     )
 

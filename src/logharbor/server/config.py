@@ -53,6 +53,8 @@ class ServerConfig:
     inlong_auto_create: bool = False  # create a group's project and stream's logstore on use
     inlong_advertise_host: str = ""  # the address discovery hands out; "": the one reached
     inlong_max_connections: int = 1024
+    # binary frames addressed by groupIdNum/streamIdNum: "1=shop_web,1.1=access,..."
+    inlong_numeric_ids: str = ""
     # SLS facade (docs/sls.md): Host names whose subdomains name projects
     # (comma-separated; the listening host is added), and where shippers deliver
     sls_base_hosts: str = "127.0.0.1,localhost"
@@ -125,4 +127,14 @@ def load_config(
     if f"{ENV_PREFIX}NO_AUTH" in env:
         from_env["auth"] = str(not _coerce("auth", env[f"{ENV_PREFIX}NO_AUTH"], "environment"))
     config = _apply(config, from_env, "environment")
-    return _apply(config, overrides or {}, "command line")
+    config = _apply(config, overrides or {}, "command line")
+    _check(config)
+    return config
+
+
+def _check(config: ServerConfig) -> None:
+    """Settings with a syntax of their own, checked before anything starts."""
+    if config.inlong_numeric_ids:
+        from .compat.inlong.ids import NumericIds  # only when set: it loads the engine
+
+        NumericIds.parse(config.inlong_numeric_ids)

@@ -1,7 +1,8 @@
 """The Apache InLong facade (docs/inlong.md, ../shared/specs/inlong.md): InLong
 DataProxy SDKs discover LogHarbor through ``getIpList`` and send over the
 DataProxy TCP protocol or the HTTP source; batches land in the logstore named
-after their stream, in the project named after their group."""
+after their stream, in the project named after their group (numeric ids map to
+those names through ``inlong_numeric_ids``)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,20 @@ from starlette.routing import Route
 
 from ....engine import Engine
 from ...http import ByteBudget
+from .ids import NumericIds
 from .listener import DataProxyListener, ListenerStatistics
+from .metrics import ListenerCollector
 from .routes import InLongRoutes
 from .service import InLongService
 
-__all__ = ["DataProxyListener", "InLongFacade", "InLongService", "ListenerStatistics"]
+__all__ = [
+    "DataProxyListener",
+    "InLongFacade",
+    "InLongService",
+    "ListenerCollector",
+    "ListenerStatistics",
+    "NumericIds",
+]
 
 
 class InLongFacade:
@@ -28,8 +38,10 @@ class InLongFacade:
         auto_create: bool = False,
         advertise_host: str = "",
         max_connections: int = 1024,
+        numeric_ids: str = "",
         budget: ByteBudget,
     ) -> None:
+        ids = NumericIds.parse(numeric_ids)
         self.service = InLongService(engine, auto_create=auto_create)
         max_pending = engine.config.max_pending_bytes
 
@@ -37,7 +49,12 @@ class InLongFacade:
             return engine.statistics().pending_bytes * 100 // max(1, max_pending)
 
         self.listener = DataProxyListener(
-            self.service, host=host, port=port, max_connections=max_connections, load=load
+            self.service,
+            host=host,
+            port=port,
+            max_connections=max_connections,
+            load=load,
+            numeric_ids=ids,
         )
         self._routes = InLongRoutes(
             self.service,
@@ -49,6 +66,10 @@ class InLongFacade:
 
     def routes(self) -> list[Route]:
         return self._routes.routes()
+
+    def collector(self) -> ListenerCollector:
+        """The listener's metrics, for the app's Prometheus registry."""
+        return ListenerCollector(self.listener, self.service)
 
     def bind(self) -> int:
         """Bind the TCP port now; returns it (0 in the settings picks a free one)."""

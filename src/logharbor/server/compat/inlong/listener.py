@@ -5,7 +5,8 @@ time, decodes it, queues the batch for writing (``InLongService.submit``) and
 hands the pending answer to the sender; the sender answers in request order,
 each data request once its batch is durable.  So a client may pipeline (the
 Go SDK does), and the C++ SDK, which reads exactly one reply per request in
-order, gets exactly that.
+order, gets exactly that.  Every data type (2-7) is answered the same way:
+text layouts with their own type byte, binary with type 7.
 
 Rejections: the Go SDK reads ``errCode`` from the reply (its text frames carry
 ``wid``); the C++ SDK and the Python binding treat any reply as success.  For
@@ -18,6 +19,9 @@ frames close their connection with nothing of that frame stored; at most
 ``pipeline_depth`` answers are pending per connection (the reader waits);
 at most ``max_connections`` connections (more are closed at once); a
 connection idle for ``idle_timeout`` seconds (3 minutes, as DataProxy) is closed.
+
+``statistics()`` counts connections, frames, messages, answers and errors;
+``metrics.ListenerCollector`` exports them on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -27,25 +31,31 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from ....engine.mapping import InLongBatch
 from ....protocol.errors import ServiceError
 from .codes import DataProxyErrCode, Rejected, rejection
+from .ids import NumericIds
 from .service import InLongService
 from .wire import (
     HEARTBEAT_REPLY,
     MAX_FRAME_BYTES,
     BinaryHeartbeat,
     DataRequest,
+    Frame,
     FrameError,
     Heartbeat,
+    MsgType,
     binary_heartbeat_reply,
     binary_reply,
     decode_frame,
-    messages,
+    items,
+    parse_decimal,
     reply_attributes,
+    reply_body,
     reply_room,
     text_reply,
 )
@@ -56,25 +66,50 @@ DEFAULT_MAX_CONNECTIONS = 1024
 IDLE_TIMEOUT = 180.0
 PIPELINE_DEPTH = 256
 DRAIN_TIMEOUT = 30.0
+NO_NUMERIC_IDS = NumericIds()
 
 
-def batch_of(request: DataRequest, source: str) -> tuple[InLongBatch, str | None]:
-    """The batch of a data request and its de-duplication id (``sid``)."""
+def batch_of(
+    request: DataRequest, source: str, ids: NumericIds = NO_NUMERIC_IDS
+) -> tuple[InLongBatch, str | None]:
+    """The batch of a data request and its de-duplication id (``sid``).
+
+    A binary frame addressed by number gets the ``groupId``/``streamId`` its
+    numbers map to as its first attributes, so that it is stored as if it had
+    carried them."""
     attributes = request.attributes
     values = dict(attributes)
     group_id, stream_id = values.get("groupId", ""), values.get("streamId", "")
+    if request.numeric_ids:
+        group_id, stream_id = ids.resolve(
+            request.group_num, request.stream_num, group_id, stream_id
+        )
+        attributes = [
+            ("groupId", group_id),
+            ("streamId", stream_id),
+            *((k, v) for k, v in attributes if k not in ("groupId", "streamId")),
+        ]
     if not group_id:
         raise Rejected(DataProxyErrCode.MISS_REQUIRED_GROUPID_ARGUMENT, "groupId is missing")
     if not stream_id:
         raise Rejected(DataProxyErrCode.MISS_REQUIRED_STREAMID_ARGUMENT, "streamId is missing")
     time_ms: int | None = None
     if values.get("dt"):
-        if not values["dt"].isdigit():
+        time_ms = parse_decimal(values["dt"])
+        if time_ms is None:
             raise Rejected(DataProxyErrCode.MISS_REQUIRED_DT_ARGUMENT, "dt is not a number")
-        time_ms = int(values["dt"])
     elif request.binary and request.data_time:
         time_ms = request.data_time * 1000
-    batch = InLongBatch(group_id, stream_id, messages(request), attributes, time_ms, source)
+    records = items(request)
+    batch = InLongBatch(
+        group_id,
+        stream_id,
+        records.messages,
+        attributes,
+        time_ms,
+        source,
+        records.attributes or (),
+    )
     return batch, (values.get("sid") or None)
 
 
@@ -91,6 +126,7 @@ def wants_ack(request: DataRequest) -> bool:
 class _Pending:
     """One answer owed, in request order."""
 
+    kind: MsgType
     request: DataRequest | None = None
     durable: Awaitable[None] | None = None
     refused: Rejected | None = None
@@ -103,12 +139,27 @@ class _Close(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ListenerStatistics:
-    connections: int
+    """What the listener has seen since it started; the metrics export these.
+
+    Labels: ``type`` is a ``MsgType.label``; ``result`` is ``ok`` or ``error``;
+    a frame error ``reason`` is a ``FrameError.reason`` or ``truncated``.  A
+    connection closes because of the ``client`` (between frames), ``idle``
+    (nothing for ``idle_timeout``), a ``bad_frame`` (or a close mid-frame), a
+    request ``rejected`` whose sender reads no ``errCode``, ``write_failed``,
+    ``shutdown``, or an ``error`` of LogHarbor's own (logged).
+    """
+
+    connections: int  # open now
     accepted: int
-    refused_connections: int
-    frames: int
-    bad_frames: int
-    rejected: int
+    refused_connections: int  # over max_connections
+    closed: Mapping[str, int]  # by reason
+    frames: Mapping[str, int]  # by type
+    frame_bytes: Mapping[str, int]  # by type, length prefix included
+    messages: Mapping[str, int]  # by type, in requests that decoded
+    replies: Mapping[tuple[str, str], int]  # by (type, result)
+    reply_bytes: int
+    frame_errors: Mapping[str, int]  # by reason
+    rejected: Mapping[tuple[str, int], int]  # by (type, DataProxyErrCode)
 
 
 class DataProxyListener:
@@ -123,6 +174,7 @@ class DataProxyListener:
         idle_timeout: float = IDLE_TIMEOUT,
         pipeline_depth: int = PIPELINE_DEPTH,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        numeric_ids: NumericIds = NO_NUMERIC_IDS,
     ) -> None:
         self.service = service
         self.host = host
@@ -132,11 +184,19 @@ class DataProxyListener:
         self.idle_timeout = idle_timeout
         self.pipeline_depth = pipeline_depth
         self.max_frame_bytes = max_frame_bytes
+        self.numeric_ids = numeric_ids
         self._sock: socket.socket | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._readers: set[asyncio.Task[None]] = set()
-        self._accepted = self._refused = self._frames = self._bad = self._rejected = 0
+        self._readers: set[asyncio.Task[str]] = set()
+        self._accepted = self._refused = self._reply_bytes = 0
+        self._closed: Counter[str] = Counter()
+        self._frames: Counter[str] = Counter({kind.label: 0 for kind in MsgType})
+        self._frame_bytes: Counter[str] = Counter()
+        self._messages: Counter[str] = Counter()
+        self._replies: Counter[tuple[str, str]] = Counter()
+        self._frame_errors: Counter[str] = Counter()
+        self._rejected: Counter[tuple[str, int]] = Counter()
 
     # ----------------------------------------------------------- lifecycle
 
@@ -183,12 +243,17 @@ class DataProxyListener:
 
     def statistics(self) -> ListenerStatistics:
         return ListenerStatistics(
-            len(self._connections),
-            self._accepted,
-            self._refused,
-            self._frames,
-            self._bad,
-            self._rejected,
+            connections=len(self._connections),
+            accepted=self._accepted,
+            refused_connections=self._refused,
+            closed=dict(self._closed),
+            frames=dict(self._frames),
+            frame_bytes=dict(self._frame_bytes),
+            messages=dict(self._messages),
+            replies=dict(self._replies),
+            reply_bytes=self._reply_bytes,
+            frame_errors=dict(self._frame_errors),
+            rejected=dict(self._rejected),
         )
 
     # ---------------------------------------------------------- connection
@@ -212,11 +277,14 @@ class DataProxyListener:
         reading = asyncio.create_task(self._read(reader, queue, room, peer_ip))
         sending = asyncio.create_task(self._send(writer, queue, room, local_ip))
         self._readers.add(reading)
+        reason = "shutdown"
         try:
             await asyncio.wait({reading, sending}, return_when=asyncio.FIRST_COMPLETED)
             if sending.done():  # closed by a rejection or a failed write
+                reason = _outcome(sending)
                 reading.cancel()
             else:  # the client is done or misbehaved: answer what is pending, then close
+                reason = _outcome(reading)
                 queue.put_nowait(None)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(sending), DRAIN_TIMEOUT)
@@ -230,6 +298,7 @@ class DataProxyListener:
                 await asyncio.wait_for(writer.wait_closed(), 5.0)
             self._readers.discard(reading)
             self._connections.discard(task)
+            self._closed[reason] += 1
 
     async def _read(
         self,
@@ -237,44 +306,54 @@ class DataProxyListener:
         queue: asyncio.Queue[_Pending | None],
         room: asyncio.Semaphore,
         peer_ip: str,
-    ) -> None:
+    ) -> str:
+        """Read frames until the connection ends; returns the close reason."""
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(4), self.idle_timeout)
                 (length,) = struct.unpack(">I", head)
                 if not 0 < length <= self.max_frame_bytes:
-                    raise FrameError(f"frame length {length} outside 1..{self.max_frame_bytes}")
+                    raise FrameError(
+                        "frame_length", f"frame length {length} outside 1..{self.max_frame_bytes}"
+                    )
                 frame = await asyncio.wait_for(reader.readexactly(length), self.idle_timeout)
-                self._frames += 1
-                pending = await self._handle(decode_frame(frame), peer_ip)
+                request = decode_frame(frame)
+                kind = MsgType(frame[0] & 0x1F)
+                self._frames[kind.label] += 1
+                self._frame_bytes[kind.label] += 4 + length
+                pending = await self._handle(request, kind, peer_ip)
                 await room.acquire()
                 queue.put_nowait(pending)
         except FrameError as exc:
-            self._bad += 1
+            self._frame_errors[exc.reason] += 1
             log.info("InLong connection from %s closed: %s", peer_ip, exc)
+            return "bad_frame"
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
-                self._bad += 1
+                self._frame_errors["truncated"] += 1
                 log.info("InLong connection from %s closed mid-frame", peer_ip)
-        except (TimeoutError, ConnectionError):
-            pass
+                return "bad_frame"
+            return "client"
+        except TimeoutError:
+            return "idle"
+        except ConnectionError:
+            return "client"
 
-    async def _handle(
-        self, frame: Heartbeat | BinaryHeartbeat | DataRequest, peer: str
-    ) -> _Pending:
+    async def _handle(self, frame: Frame, kind: MsgType, peer: str) -> _Pending:
         if isinstance(frame, Heartbeat):
-            return _Pending(reply=HEARTBEAT_REPLY)
+            return _Pending(kind, reply=HEARTBEAT_REPLY)
         if isinstance(frame, BinaryHeartbeat):
             load = max(0, min(0x7FFF, self.load()))
-            return _Pending(reply=binary_heartbeat_reply(frame.data_time, load))
+            return _Pending(kind, reply=binary_heartbeat_reply(frame.data_time, load))
         try:
-            batch, sid = batch_of(frame, peer)
+            batch, sid = batch_of(frame, peer, self.numeric_ids)
+            self._messages[kind.label] += len(batch.messages)
             durable = await self.service.submit(batch, sid)
         except Rejected as exc:
-            return _Pending(frame, refused=exc)
+            return _Pending(kind, frame, refused=exc)
         except ServiceError as exc:
-            return _Pending(frame, refused=rejection(exc))
-        return _Pending(frame, durable=durable)
+            return _Pending(kind, frame, refused=rejection(exc))
+        return _Pending(kind, frame, durable=durable)
 
     async def _send(
         self,
@@ -282,7 +361,8 @@ class DataProxyListener:
         queue: asyncio.Queue[_Pending | None],
         room: asyncio.Semaphore,
         local_ip: str,
-    ) -> None:
+    ) -> str:
+        """Answer in request order until told to stop; returns the close reason."""
         try:
             while (pending := await queue.get()) is not None:
                 try:
@@ -292,34 +372,51 @@ class DataProxyListener:
                 if reply:
                     writer.write(reply)
                     await writer.drain()
+                    result = "ok" if pending.refused is None else "error"
+                    self._replies[(pending.kind.label, result)] += 1
+                    self._reply_bytes += len(reply)
         except _Close:
-            pass
+            return "rejected"
         except ConnectionError:
-            pass
+            return "write_failed"
+        return "client"
 
     async def _answer(self, pending: _Pending, local_ip: str) -> bytes:
+        """The answer owed, once known; records a late refusal in ``pending``."""
         request = pending.request
         if request is None:
             return pending.reply
-        refused = pending.refused
         if pending.durable is not None:
             try:
                 await pending.durable
             except ServiceError as exc:
-                refused = rejection(exc)
+                pending.refused = rejection(exc)
             except Rejected as exc:
-                refused = exc
+                pending.refused = exc
             except Exception:
                 log.exception("InLong batch failed")
-                refused = Rejected(DataProxyErrCode.UNKNOWN_ERROR, "internal error")
+                pending.refused = Rejected(DataProxyErrCode.UNKNOWN_ERROR, "internal error")
+        refused = pending.refused
         if refused is not None:
-            self._rejected += 1
+            self._rejected[(pending.kind.label, int(refused.code))] += 1
             log.info("InLong batch refused: %d %s", refused.code, refused.message)
             if not reads_error_code(request):
                 raise _Close
         if not wants_ack(request):
             return b""
-        attr = reply_attributes(local_ip, request.attr, refused, room=reply_room(request.binary))
+        body = reply_body(request)
+        room = reply_room(request.binary, len(body))
+        attr = reply_attributes(local_ip, request.attr, refused, room=room)
         if request.binary:
             return binary_reply(request.uniq, attr)
-        return text_reply(request.type_byte, attr)
+        return text_reply(request.type_byte, attr, body)
+
+
+def _outcome(part: asyncio.Task[str]) -> str:
+    """The close reason a finished reader or sender returned."""
+    if part.cancelled():
+        return "shutdown"
+    if part.exception() is not None:
+        log.error("InLong connection failed", exc_info=part.exception())
+        return "error"
+    return part.result()

@@ -22,6 +22,7 @@ from ....protocol.errors import ServiceError
 from ...http import ByteBudget, read_body
 from .codes import DataProxyErrCode, Rejected, rejection
 from .service import InLongService
+from .wire import parse_decimal
 
 log = logging.getLogger("logharbor.inlong")
 
@@ -156,13 +157,14 @@ class InLongRoutes:
         if not body.strip():
             raise Rejected(DataProxyErrCode.EMPTY_MSG, "body is blank")
         dt = params.get("dt", "")
-        if dt and not dt.isdigit():
+        time_ms = parse_decimal(dt)
+        if dt and time_ms is None:
             raise Rejected(DataProxyErrCode.MISS_REQUIRED_DT_ARGUMENT, "dt is not a number")
-        count = params.get("cnt", "1")
+        count = parse_decimal(params.get("cnt", ""), max_digits=9) or 1
         # The Java SDK joins a batch's events with '\n' (or rcdDlmtr) and says how
         # many in cnt; a single event may hold newlines of its own.
         delimiter = params.get("rcdDlmtr") or "\n"
-        records = body.split(delimiter) if count.isdigit() and int(count) > 1 else [body]
+        records = body.split(delimiter) if count > 1 else [body]
         attributes = [
             (key, value) for key, value in params.items() if key not in ("body", "callback")
         ]
@@ -172,7 +174,7 @@ class InLongRoutes:
             stream_id,
             [record.encode() for record in records],
             attributes,
-            int(dt) if dt else None,
+            time_ms,
             client.host if client else "",
         )
         await (await self.service.submit(batch))
