@@ -200,3 +200,14 @@ def test_bad_index_bodies(
     ok(call(server, "POST", f"{API}/projects/{project}/logstores", {"name": "ls"}))
     response = server.request("POST", f"{API}/projects/{project}/logstores/ls/index", content=body)
     assert response.status_code == 400, response.text
+
+
+def test_index_lag_is_a_metric(server: ServerProcess, unique_name: Callable[[str], str]) -> None:
+    project = unique_name("lag")
+    path, now = seed(server, project)
+    ok(call(server, "POST", path + "/query", {"from": now - 60, "to": now + 60, "query": "*"}))
+    # the query waited for the index: nothing is behind any more
+    sample = f'logharbor_index_lag_log_groups{{logstore="ls",project="{project}"}} 0.0'
+    assert sample in httpx.get(server.endpoint + "/metrics").text.splitlines()
+    ok(call(server, "DELETE", path + "/index"))
+    assert f'project="{project}"' not in httpx.get(server.endpoint + "/metrics").text

@@ -692,6 +692,21 @@ class Engine:
             )
         return Indexer.lag(IndexedLogstore(store, _shards_of(runtime)))
 
+    def index_lags(self) -> list[tuple[str, str, int]]:
+        """(project, logstore, log groups written but not yet searchable) of every
+        indexed logstore."""
+        with self._lock:
+            pairs = [
+                (self._indexes[r.info.uid], r)
+                for r in self._stores.values()
+                if r.info.uid in self._indexes and not r.deleted
+            ]
+        lags = []
+        for store, runtime in pairs:
+            behind = Indexer.lag(IndexedLogstore(store, _shards_of(runtime)))
+            lags.append((runtime.info.project, runtime.info.name, sum(behind.values())))
+        return lags
+
     # ----------------------------------------------------- consumer groups
     #
     # A group is per logstore (``logstore`` given; SLS style) or per project over

@@ -36,6 +36,14 @@ class _EngineCollector(Collector):
             "Bytes waiting in the write queue",
             value=stats.pending_bytes,
         )
+        lag = GaugeMetricFamily(
+            "logharbor_index_lag_log_groups",
+            "Log groups written but not yet searchable",
+            labels=["project", "logstore"],
+        )
+        for project, logstore, behind in self.engine.index_lags():
+            lag.add_metric([project, logstore], behind)
+        yield lag
 
 
 class Metrics:

@@ -183,6 +183,8 @@ class IndexStore:
 
     def progress(self) -> dict[ShardId, Position]:
         with self._write_lock:
+            if self.closed:  # the index was deleted: nothing is indexed
+                return {}
             rows = self._db.execute("SELECT shard, pos FROM progress").fetchall()
         return {int(s): int(p) for s, p in rows}
 
