@@ -128,6 +128,21 @@ def test_project_level_group(server: ServerProcess, logstore: str) -> None:
     bad = call(server, "POST", groups + "/all/heartbeat", {"consumer": "c", "shards": [0]})
     assert (bad.status_code, bad.json()["errorCode"]) == (400, "ParameterInvalid")
 
+    # its members pull by logstore, fenced like a logstore group's members
+    def pull(logstore_name: str, consumer: str) -> httpx.Response:
+        return server.request(
+            "GET",
+            f"{project_path}/logstores/{logstore_name}/shards/0/logs",
+            params=[("cursor", encode_cursor(0)), ("consumerGroup", "all"), ("consumer", consumer)],
+        )
+
+    assert pull("second", "c").status_code == 200
+    fenced = pull("second", "intruder")
+    assert (fenced.status_code, fenced.json()["errorCode"]) == (409, "ConsumerNotMatch")
+    ok(call(server, "POST", project_path + "/logstores", {"name": "third", "shardCount": 1}))
+    unread = pull("third", "c")  # a logstore the group does not read
+    assert (unread.status_code, unread.json()["errorCode"]) == (404, "ConsumerGroupNotExist")
+
 
 def test_leave_and_readonly_long_poll(server: ServerProcess, logstore: str) -> None:
     groups = logstore + "/consumergroups"

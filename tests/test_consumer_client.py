@@ -25,6 +25,7 @@ from logharbor import (
     ShardState,
     WorkerState,
 )
+from logharbor.client import ShardRef
 
 FAST = ConsumerSettings(
     heartbeat_interval=0.3, group_timeout=2, wait_ms=200, auto_checkpoint_interval=0.2
@@ -159,10 +160,12 @@ def test_a_failing_batch_is_retried_and_checkpoints_follow_processing(
         eventually(lambda: len(seen) == 5)
         stats = worker.statistics()
         assert stats.state is WorkerState.RUNNING
-        assert stats.shards[0].retries == 2
-        assert stats.shards[0].processed_logs == 5
-        assert stats.shards[0].cursor is not None and stats.shards[0].cursor.position == 1
-        assert stats.shards[0].lag_log_groups == 0
+        shard = stats.shards[ShardRef("ls", 0)]
+        assert (shard.logstore, shard.shard_id) == ("ls", 0)
+        assert shard.retries == 2
+        assert shard.processed_logs == 5
+        assert shard.cursor is not None and shard.cursor.position == 1
+        assert shard.lag_log_groups == 0
     assert worker.state is WorkerState.STOPPED
     assert seen == [(0, str(i)) for i in range(5)]
     assert all(p.shutdowns == 1 for p in processors)
@@ -248,7 +251,8 @@ def test_workers_share_a_metrics_registry(client: LogClient, project: str) -> No
         eventually(lambda: len(seen) == 6)
     total = sum(
         registry.get_sample_value(
-            "logharbor_consumer_logs_total", {"group": "cg", "consumer": c, "shard": s}
+            "logharbor_consumer_logs_total",
+            {"group": "cg", "consumer": c, "logstore": "ls", "shard": s},
         )
         or 0
         for c in ("solo", "other")

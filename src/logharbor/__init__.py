@@ -4,6 +4,9 @@ the server lives in ``logharbor.server`` and is never imported from here."""
 from ._version import __version__
 from .client import (
     AlreadyExistsError,
+    AsyncCheckpointer,
+    AsyncConsumerProcessor,
+    AsyncConsumerWorker,
     AsyncLogClient,
     Attempt,
     AuthenticationError,
@@ -58,6 +61,7 @@ from .client import (
     Shard,
     ShardLag,
     ShardNotHeldError,
+    ShardRef,
     ShardState,
     ShardStatistics,
     StructlogProcessor,
@@ -71,6 +75,9 @@ from .client import (
 
 __all__ = [
     "AlreadyExistsError",
+    "AsyncCheckpointer",
+    "AsyncConsumerProcessor",
+    "AsyncConsumerWorker",
     "AsyncLogClient",
     "Attempt",
     "AuthenticationError",
@@ -125,6 +132,7 @@ __all__ = [
     "Shard",
     "ShardLag",
     "ShardNotHeldError",
+    "ShardRef",
     "ShardState",
     "ShardStatistics",
     "StructlogProcessor",

@@ -5,9 +5,13 @@ from ._async_client import AsyncLogClient
 from ._client import LogClient
 from ._config import RetryPolicy, Timeout
 from ._consumer import (
+    AsyncCheckpointer,
+    AsyncConsumerProcessor,
+    AsyncConsumerWorker,
     Checkpointer,
     ConsumerGroupWorker,
     ConsumerProcessor,
+    ShardRef,
     ShardState,
     ShardStatistics,
     WorkerState,
@@ -67,6 +71,9 @@ from ._types import CompressionInput, CursorStart, PairsInput, ShardStatus
 
 __all__ = [
     "AlreadyExistsError",
+    "AsyncCheckpointer",
+    "AsyncConsumerProcessor",
+    "AsyncConsumerWorker",
     "AsyncLogClient",
     "Attempt",
     "AuthenticationError",
@@ -124,6 +131,7 @@ __all__ = [
     "Shard",
     "ShardLag",
     "ShardNotHeldError",
+    "ShardRef",
     "ShardState",
     "ShardStatistics",
     "ShardStatus",

@@ -1,4 +1,4 @@
-"""Settings of a ``ConsumerGroupWorker``: ``ConsumerSettings`` and ``ProcessorRetry``."""
+"""Settings of consumer group workers: ``ConsumerSettings`` and ``ProcessorRetry``."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class ProcessorRetry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConsumerSettings:
-    """How a ``ConsumerGroupWorker`` takes part in its group.
+    """How a ``ConsumerGroupWorker`` or an ``AsyncConsumerWorker`` takes part in its group.
 
     - ``heartbeat_interval``: seconds between heartbeats.
     - ``group_timeout``: seconds without a heartbeat after which the server gives a
@@ -51,7 +51,9 @@ class ConsumerSettings:
       intervals, rounded up to whole seconds.
     - ``fetch_count``, ``fetch_max_bytes``: the limits of one pull.
     - ``prefetch``: pulled batches a shard may hold before they are processed (the
-      fetcher blocks beyond it).
+      fetcher waits beyond it). A shard holds at most ``prefetch`` + 2 batches of at
+      most ``fetch_count`` log groups (and ``fetch_max_bytes``): the queued ones, the
+      one being processed, and the one the fetcher waits to queue.
     - ``wait_ms``: how long a pull may wait on the server for new data (long polling).
     - ``auto_checkpoint_interval``: seconds between automatic checkpoints of the
       processed position; ``None`` saves only when the processor asks and when a

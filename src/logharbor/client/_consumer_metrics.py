@@ -1,17 +1,19 @@
 """Prometheus metrics of consumer group workers.
 
-==============================================  =======  ========================
-metric                                          type     labels
-==============================================  =======  ========================
-logharbor_consumer_log_groups_total             counter  group, consumer, shard
-logharbor_consumer_logs_total                   counter  group, consumer, shard
-logharbor_consumer_raw_bytes_total              counter  group, consumer, shard
-logharbor_consumer_process_retries_total        counter  group, consumer, shard
-logharbor_consumer_checkpoints_total            counter  group, consumer, shard
-logharbor_consumer_lag_log_groups               gauge    group, consumer, shard
-logharbor_consumer_held_shards                  gauge    group, consumer
-logharbor_consumer_heartbeat_failures_total     counter  group, consumer
-==============================================  =======  ========================
+===========================================  =======  ================================
+metric                                       type     labels
+===========================================  =======  ================================
+logharbor_consumer_log_groups_total          counter  group, consumer, logstore, shard
+logharbor_consumer_logs_total                counter  group, consumer, logstore, shard
+logharbor_consumer_raw_bytes_total           counter  group, consumer, logstore, shard
+logharbor_consumer_process_retries_total     counter  group, consumer, logstore, shard
+logharbor_consumer_checkpoints_total         counter  group, consumer, logstore, shard
+logharbor_consumer_lag_log_groups            gauge    group, consumer, logstore, shard
+logharbor_consumer_held_shards               gauge    group, consumer
+logharbor_consumer_heartbeat_failures_total  counter  group, consumer
+===========================================  =======  ================================
+
+Workers of both kinds (threads and asyncio) export the same families.
 
 The families are registered once per registry, so any number of workers may share
 one registry without a duplicate registration error.
@@ -28,7 +30,7 @@ class ConsumerMetrics:
     """The metric families of one registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        s, w = ["group", "consumer", "shard"], ["group", "consumer"]
+        s, w = ["group", "consumer", "logstore", "shard"], ["group", "consumer"]
         prefix = "logharbor_consumer_"
         self.log_groups = Counter(
             f"{prefix}log_groups", "Log groups processed", s, registry=registry

@@ -899,8 +899,17 @@ class Engine:
     ) -> None:
         """A member is about to fetch ``ref`` at ``position``: refuse it
         (ConsumerNotMatch) unless it holds the shard, and note fetches at a readonly
-        shard's end (that finishes the shard for ordered consumption)."""
-        group = self.get_consumer_group(project, name, logstore=logstore)
+        shard's end (that finishes the shard for ordered consumption).  With
+        ``logstore`` given, a project-level group of that name that reads the logstore
+        counts too: a member pulls by logstore whichever kind of group it is in."""
+        try:
+            group = self.get_consumer_group(project, name, logstore=logstore)
+        except ServiceError as exc:
+            if logstore is None or exc.code is not ErrorCode.CONSUMER_GROUP_NOT_EXIST:
+                raise
+            group = self.get_consumer_group(project, name)
+            if logstore not in group.logstores:
+                raise
         if not self.consumers.owns(group, consumer, ref):
             raise ServiceError(
                 ErrorCode.CONSUMER_NOT_MATCH,
