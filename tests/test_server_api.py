@@ -470,6 +470,19 @@ class TestBadInput:
                 "InvalidHashKey",
             ),
         ]
+        # JSON nested deeper than the parser goes is bad input on every JSON call
+        deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+        as_json = {"content-type": "application/json"}
+        for path in (
+            f"{logstore}/logs",
+            f"{logstore}/index",
+            f"{logstore}/query",
+            f"{logstore}/consumergroups",
+            f"{logstore}/shards/0/split",
+            f"{API}/projects",
+        ):
+            answer = server.request("POST", path, content=deep, headers=as_json)
+            cases.append((answer, "PostBodyInvalid"))
         for response, code in cases:
             assert_error(response, 400, code)
 

@@ -297,6 +297,7 @@ def test_malformed_bodies_without_auth(server_factory: Any, tmp_path: Path) -> N
     assert created.status_code == 200 and created.headers["content-length"] == "0"
     cases = [
         ("POST", "/logstores", b"{not json", {}, "PostBodyInvalid"),
+        ("POST", "/logstores", b'{"a":' * 100_000 + b"1" + b"}" * 100_000, {}, "PostBodyInvalid"),
         (
             "POST",
             "/logstores/ls/shards/lb",

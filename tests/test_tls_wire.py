@@ -192,6 +192,8 @@ def test_unknown_resources(raw: Raw, topic: tuple[str, str]) -> None:
 def test_malformed_input(raw: Raw, topic: tuple[str, str]) -> None:
     _, tid = topic
     _error(raw.send("POST", "CreateProject", body=b"{not json"), 400, "InvalidArgument")
+    deep = b"[" * 100_000 + b"]" * 100_000  # too deep for the parser: bad input, not a 500
+    _error(raw.send("POST", "CreateProject", body=deep), 400, "InvalidArgument")
     _error(raw.send("POST", "CreateProject", body=b"[1]"), 400, "InvalidArgument")
     _error(
         raw.json("POST", "CreateTopic", {"TopicName": "x", "ProjectId": 5}), 400, "InvalidArgument"

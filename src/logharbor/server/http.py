@@ -114,10 +114,7 @@ class Call:
     def json(self) -> dict[str, Any]:
         if not self.body:
             return {}
-        try:
-            document = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ServiceError(ErrorCode.INVALID_BODY, f"body is not valid JSON: {exc}") from None
+        document = load_json(self.body)
         if not isinstance(document, dict):
             raise ServiceError(ErrorCode.INVALID_BODY, "body must be a JSON object")
         return document
@@ -127,6 +124,17 @@ class Call:
 
     def shard_id(self) -> int:
         return shard_id(self.path("shard"))
+
+
+def load_json(body: bytes) -> Any:
+    """A request body as JSON, or INVALID_BODY (nesting too deep for the parser
+    included: that is bad input, not a server error)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ServiceError(ErrorCode.INVALID_BODY, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ServiceError(ErrorCode.INVALID_BODY, "body is not valid JSON: too deep") from None
 
 
 def int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:

@@ -4,7 +4,6 @@ document store) and renders the SLS shape."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from ....engine.index.query import LogRow, QueryResult
 from ....engine.types import NANOS_PER_SECOND, ShardStatus
 from ....protocol.codec import CodecError, decode_cursor, encode_cursor
 from ....protocol.errors import ErrorCode, ServiceError
-from ...http import int_param, shard_id
+from ...http import int_param, load_json, shard_id
 from ..context import surroundings
 from .packs import MAX_CONTEXT_LINES, pack_fields, parse_pack, split_with_pack_meta
 from .wire import (
@@ -65,10 +64,7 @@ class SlsCall:
     def json(self) -> Any:
         if not self.body:
             raise ServiceError(ErrorCode.INVALID_BODY, "the request needs a JSON body")
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ServiceError(ErrorCode.INVALID_BODY, f"body is not valid JSON: {exc}") from None
+        return load_json(self.body)
 
     def object(self) -> dict[str, Any]:
         document = self.json()

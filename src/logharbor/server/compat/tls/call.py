@@ -5,7 +5,6 @@ case-insensitively.  Query values are strings; ``True``/``False`` are booleans."
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +13,7 @@ from starlette.requests import Request
 from ....engine.resource_ids import ResourceIds
 from ....engine.types import LogstoreInfo, ProjectInfo
 from ....protocol.errors import ErrorCode, ServiceError
+from ...http import load_json
 
 _TRUE, _FALSE = {"true", "1"}, {"false", "0"}
 
@@ -34,12 +34,7 @@ class TlsCall:
         if self._document is None:
             document: Any = {}
             if self.body.strip():
-                try:
-                    document = json.loads(self.body)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise ServiceError(
-                        ErrorCode.INVALID_BODY, f"body is not valid JSON: {exc}"
-                    ) from None
+                document = load_json(self.body)
             if not isinstance(document, dict):
                 raise ServiceError(ErrorCode.INVALID_BODY, "body must be a JSON object")
             self._document = {k.lower(): v for k, v in document.items()}
