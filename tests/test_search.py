@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -389,6 +391,37 @@ class TestIndexLifecycle:
             "shop", "access", prepare_protobuf(raw, Compression.NONE, None, Limits())
         ).result()
         assert matched(engine, '"after binary"') == ["after binary"]
+
+
+def test_deleting_an_index_while_it_is_queried(engine: Engine, tmp_path: Path) -> None:
+    # queries racing a delete either answer or say the index is gone; the delete
+    # itself always succeeds and removes the files
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def query() -> None:
+        while not stop.is_set():
+            try:
+                engine.query("shop", "access", "error or status: 500 | select count(*)", *WIDE)
+                outcomes.append("answered")
+            except ServiceError as exc:
+                outcomes.append(exc.code.value)
+
+    threads = [threading.Thread(target=query) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        while outcomes.count("answered") < 10:
+            time.sleep(0.01)
+        engine.delete_index("shop", "access")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert set(outcomes) <= {"answered", ErrorCode.INDEX_CONFIG_NOT_EXIST.value}
+    assert not list((tmp_path / "e").rglob("*.duckdb*"))
+    engine.create_index("shop", "access", {"line": {"token": [" "]}})  # and it comes back
+    assert engine.query("shop", "access", "*", *WIDE).matched == len(ACCESS_LOGS)
 
 
 def test_retention_drops_index_rows(tmp_path: Path) -> None:

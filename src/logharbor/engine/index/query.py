@@ -17,6 +17,7 @@ memory limit; only so many run at once.  Each answers with its own error code.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -159,7 +160,13 @@ class QueryRunner:
             try:
                 cursor.execute("BEGIN TRANSACTION")
                 yield cursor
-            except duckdb.InterruptException:
+            except (duckdb.InterruptException, duckdb.ConnectionException) as exc:
+                if store.closed:  # the index was deleted while the query ran
+                    raise ServiceError(
+                        ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted"
+                    ) from None
+                if isinstance(exc, duckdb.ConnectionException):
+                    raise _sql_error(exc) from None
                 raise ServiceError(
                     ErrorCode.QUERY_TIMEOUT,
                     f"the query ran longer than {self.limits.timeout:g} s; narrow the time "
@@ -173,7 +180,8 @@ class QueryRunner:
                 raise _sql_error(exc) from None
             finally:
                 timer.cancel()
-                cursor.close()
+                with contextlib.suppress(duckdb.Error):  # closed with a deleted index
+                    cursor.close()
 
     def _execute(self, store: IndexStore, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self._session(store) as cursor:

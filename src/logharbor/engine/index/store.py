@@ -23,7 +23,10 @@ queries can only ever read the logs.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ...protocol.errors import ErrorCode, ServiceError
 from ..types import Position, ShardId
 from . import tokens
 
@@ -51,6 +55,7 @@ CREATE TABLE IF NOT EXISTS fields (name VARCHAR PRIMARY KEY, col VARCHAR NOT NUL
 CREATE TABLE IF NOT EXISTS progress (shard INTEGER PRIMARY KEY, pos BIGINT NOT NULL);
 """
 MAX_COLUMNS = 256
+_CLOSE_PATIENCE = 10.0  # seconds to wait for interrupted calls when closing
 ROW_GROUP_ROWS = 16_384
 _DATABASE = "logindex"
 FIELD_PREFIX = "c:"  # decoded tables name a field's column "c:<field name>"
@@ -129,6 +134,7 @@ class IndexStore:
         # threads' connections come from this idle one
         self._cursors = self._db.cursor()
         self._cursors_lock = threading.Lock()
+        self._readers: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
         self.closed = False
         rows = self._db.execute("SELECT name, col FROM fields").fetchall()
         self._columns: dict[str, str] = {str(name): str(col) for name, col in rows}
@@ -177,7 +183,10 @@ class IndexStore:
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A connection for one query (queries run concurrently with indexing)."""
         with self._cursors_lock:
+            if self.closed:
+                raise ServiceError(ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted")
             cursor = self._cursors.cursor()
+            self._readers.add(cursor)
         cursor.execute(f"USE {_DATABASE}")
         return cursor
 
@@ -301,12 +310,29 @@ class IndexStore:
             db.close()
 
     def close(self) -> None:
+        """Close the database; queries still running on it end with an error.
+
+        DuckDB refuses to close a connection whose cursors are in the middle of a
+        call (it closes the idle ones): interrupt the running ones, and try again
+        until they let go."""
         with self._write_lock:
-            if not self.closed:
-                self.closed = True
-                with self._cursors_lock:
-                    self._cursors.close()
-                self._db.close()
+            if self.closed:
+                return
+            self.closed = True
+            deadline = time.monotonic() + _CLOSE_PATIENCE
+            while True:
+                for reader in list(self._readers):
+                    with contextlib.suppress(duckdb.Error):
+                        reader.interrupt()
+                try:
+                    with self._cursors_lock:
+                        self._cursors.close()
+                    break
+                except duckdb.ResourceInUseException:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.01)
+            self._db.close()
 
 
 def _overflow_map(fields: list[tuple[str, pa.ChunkedArray]], rows: int) -> pa.Array:
