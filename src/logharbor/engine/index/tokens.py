@@ -11,10 +11,13 @@ the filter only has to return a superset.
 **Lanes**: each token is hashed together with the lane of the field it came from
 (``lane``: a hash of the field name, one of ``LANES``), so a block's filter says
 which lanes hold a token.  A field search probes its field's lane only; a
-full-text search probes the lanes of the logstore's fields and then evaluates its
-predicate on each field only in the blocks whose filter holds every token of the
-word in that field's lane (``Candidates.lane_blocks``): a rare word that only
-messages contain is not looked for in the other columns.
+full-text search probes the lanes of the logstore's fields (all probes of a search
+in one query, at most ``MAX_PROBES``).  The search then reads each field only in the
+blocks whose filter holds every token of the word in that field's lane
+(``Candidates.lane_blocks``; ``search.Compiler`` looks a rare word's rows up that
+way before the query runs): a rare word that only messages contain is not looked
+for in the other columns.  The lane is part of the hashed value, so filters written
+before lanes fail the hash check below and their blocks are scanned.
 
 Why exact: a search word matches a value when the value (lowercased by DuckDB unless
 the configuration is case-sensitive) contains the word between two separators of
