@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -50,6 +51,39 @@ def test_manage_write_and_read(server: ServerProcess, unique_name: Callable[[str
     )
     cli(server, "logstore", "delete", project, "app")
     cli(server, "project", "delete", project)
+
+
+def test_index_set_show_query_and_delete(
+    server: ServerProcess, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    project = unique_name("cli")
+    cli(server, "project", "create", project)
+    cli(server, "logstore", "create", project, "web", "--shards", "1")
+    cli(server, "put", project, "web", "path=/pay", "status=500", "latency=250")
+    cli(server, "put", project, "web", "path=/cart", "status=200", "latency=12")
+    assert "created" in cli(
+        server, "index", "set", project, "web", "--key", "status:text", "--key", "latency:long"
+    )
+    shown = cli(server, "index", "show", project, "web")
+    assert '"latency"' in shown and '"long"' in shown
+    assert "/pay" in cli(server, "query", project, "web", "latency > 100", "--from", "1h")
+    # a configuration from a file replaces it: now latency is text, so no comparison
+    config = tmp_path / "index.json"
+    config.write_text(json.dumps({"line": {"token": [" "]}, "keys": {"status": {}}}))
+    assert "updated" in cli(server, "index", "set", project, "web", f"@{config}")
+    assert '"latency"' not in cli(server, "index", "show", project, "web")
+    cli(server, "index", "delete", project, "web")
+    gone = runner.invoke(
+        app,
+        ["index", "show", project, "web", "--endpoint", server.endpoint],
+        env={
+            "LOGHARBOR_ACCESS_KEY_ID": server.access_key_id,
+            "LOGHARBOR_ACCESS_KEY_SECRET": server.access_key_secret,
+        },
+    )
+    assert gone.exit_code == 1 and "IndexConfigNotExist" in gone.output
+    bad = runner.invoke(app, ["index", "set", project, "web", "--key", "status:number"])
+    assert bad.exit_code == 2 and "NAME:TYPE" in bad.output
 
 
 def test_errors_are_reported_not_raised(server: ServerProcess) -> None:

@@ -26,8 +26,12 @@ from .server.config import DEFAULT_PORT, ConfigError, load_config
 app = typer.Typer(help="LogHarbor: a self-hosted log service.", no_args_is_help=True)
 project_app = typer.Typer(help="Create, list and delete projects.", no_args_is_help=True)
 logstore_app = typer.Typer(help="Create, list and delete logstores.", no_args_is_help=True)
+index_app = typer.Typer(
+    help="Set, show and delete a logstore's index configuration.", no_args_is_help=True
+)
 app.add_typer(project_app, name="project")
 app.add_typer(logstore_app, name="logstore")
+app.add_typer(index_app, name="index")
 
 console = Console()
 errors = Console(stderr=True)
@@ -466,6 +470,113 @@ def _time_bound(value: str, now: float) -> float:
         return float(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r}: use Unix seconds, now, or 15m, 2h, 7d") from None
+
+
+# SLS's default separators, for the index a bare ``index set`` creates
+_DEFAULT_TOKENS = list(" ,'\";=()[]{}?@&<>/:\n\t\r")
+_KEY_TYPES = ("text", "long", "double", "json")
+
+
+@index_app.command("set")
+def index_set(
+    project: str,
+    logstore: str,
+    config: Annotated[
+        str | None,
+        typer.Argument(help="The configuration as JSON, @FILE, or - for standard input"),
+    ] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option(help="A field and its type, NAME:TYPE (text, long, double, json); repeat"),
+    ] = None,
+    case_sensitive: Annotated[bool, typer.Option(help="Full text is case-sensitive")] = False,
+    endpoint: Endpoint = DEFAULT_ENDPOINT,
+    access_key_id: KeyId = None,
+    access_key_secret: KeySecret = None,
+    data_dir: KeysFrom = DEFAULT_DATA_DIR,
+) -> None:
+    """Index a logstore (its kept data too), or change its index.
+
+    Without CONFIG: full text with SLS's default separators, plus the --key fields,
+    e.g. ``logharbor index set shop access --key status:text --key latency:long``.
+    """
+    document = _index_document(config, key or [], case_sensitive)
+    with _client(endpoint, access_key_id, access_key_secret, data_dir) as client:
+
+        def apply() -> str:
+            from . import LogHarborError
+
+            try:
+                client.create_index(project, logstore, document)
+                return "created"
+            except LogHarborError as exc:
+                if exc.code != "IndexAlreadyExist":
+                    raise
+            client.update_index(project, logstore, document)
+            return "updated"
+
+        done = _run(apply)
+    console.print(f"{done} the index of {project}/{logstore}")
+
+
+def _index_document(config: str | None, keys: list[str], case_sensitive: bool) -> dict[str, Any]:
+    if config is not None:
+        if keys:
+            raise typer.BadParameter("give either CONFIG or --key, not both")
+        if config == "-":
+            text = sys.stdin.read()
+        elif config.startswith("@"):
+            text = Path(config[1:]).read_text()
+        else:
+            text = config
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            raise typer.BadParameter(f"CONFIG is not JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise typer.BadParameter("CONFIG must be a JSON object")
+        return document
+    fields: dict[str, Any] = {}
+    for entry in keys:
+        name, _, kind = entry.rpartition(":")
+        if not name or kind not in _KEY_TYPES:
+            kinds = ", ".join(_KEY_TYPES)
+            raise typer.BadParameter(f"--key {entry!r}: write NAME:TYPE, TYPE one of {kinds}")
+        fields[name] = {"type": kind}
+    line = {"token": _DEFAULT_TOKENS, "caseSensitive": case_sensitive}
+    return {"line": line, "keys": fields}
+
+
+@index_app.command("show")
+def index_show(
+    project: str,
+    logstore: str,
+    endpoint: Endpoint = DEFAULT_ENDPOINT,
+    access_key_id: KeyId = None,
+    access_key_secret: KeySecret = None,
+    data_dir: KeysFrom = DEFAULT_DATA_DIR,
+) -> None:
+    """Print the index configuration (JSON) and how far indexing is behind."""
+    with _client(endpoint, access_key_id, access_key_secret, data_dir) as client:
+        answer = _run(lambda: client.get_index(project, logstore))
+    console.print_json(json.dumps(answer.get("config", {})))
+    behind = sum(int(shard.get("behindLogGroups", 0)) for shard in answer.get("lag", []))
+    console.print(f"log groups not yet searchable: {behind}")
+
+
+@index_app.command("delete")
+def index_delete(
+    project: str,
+    logstore: str,
+    endpoint: Endpoint = DEFAULT_ENDPOINT,
+    access_key_id: KeyId = None,
+    access_key_secret: KeySecret = None,
+    data_dir: KeysFrom = DEFAULT_DATA_DIR,
+) -> None:
+    """Stop indexing a logstore and delete its index data (the logs stay)."""
+    with _client(endpoint, access_key_id, access_key_secret, data_dir) as client:
+        _run(lambda: client.delete_index(project, logstore))
+    console.print(f"deleted the index of {project}/{logstore}")
 
 
 @app.command()
