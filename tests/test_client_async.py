@@ -8,7 +8,15 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from harness import ServerProcess
-from logharbor import AlreadyExistsError, AsyncLogClient, LogGroup, LogItem, NotFoundError
+from logharbor import (
+    AlreadyExistsError,
+    AsyncLogClient,
+    LogGroup,
+    LogItem,
+    NotFoundError,
+    ShardNotHeldError,
+    ShardRef,
+)
 
 
 @pytest.fixture
@@ -85,5 +93,63 @@ async def test_async_tail_yields_log_groups_as_they_arrive(
         group = await asyncio.wait_for(first, timeout=10)
         assert group.logs[0].get("late") == "yes"
         await tail.aclose()
+    finally:
+        await aclient.delete_project(project)
+
+
+async def test_the_consumer_group_calls_of_a_project_and_of_a_logstore(
+    aclient: AsyncLogClient, unique_name: Callable[[str], str]
+) -> None:
+    project = unique_name("p")
+    await aclient.create_project(project)
+    try:
+        for logstore in ("aa", "bb"):
+            await aclient.create_logstore(project, logstore, shard_count=1)
+        group = await aclient.create_project_consumer_group(project, "both", ["aa", "bb"])
+        assert (group.logstores, group.timeout) == (("aa", "bb"), 60)
+        await aclient.create_consumer_group(project, "aa", "of-aa", timeout=5)
+        updated = await aclient.update_project_consumer_group(project, "both", timeout=7)
+        assert updated.timeout == 7
+        assert (await aclient.get_project_consumer_group(project, "both")).in_order is False
+        assert [g.name for g in await aclient.list_project_consumer_groups(project)] == ["both"]
+
+        both = [ShardRef("aa", 0), ShardRef("bb", 0)]
+        assert await aclient.project_heartbeat(project, "both", "c1", []) == both
+        assert await aclient.heartbeat(project, "aa", "of-aa", "c1", []) == [0]
+        written = await aclient.put_logs(project, "bb", [LogItem({"n": "1"})])
+        end = await aclient.get_cursor(project, "bb", 0, "end")
+        await aclient.update_project_checkpoint(
+            project, "both", ShardRef("bb", 0), end, consumer="c1"
+        )
+        with pytest.raises(ShardNotHeldError):
+            await aclient.update_project_checkpoint(
+                project, "both", ShardRef("bb", 0), written.cursor, consumer="c2"
+            )
+        await aclient.update_project_checkpoint(
+            project, "both", ShardRef("bb", 0), written.cursor, consumer="c2", force=True
+        )
+        saved = await aclient.get_project_checkpoints(project, "both")
+        assert [(c.shard, c.cursor, c.consumer) for c in saved] == [
+            (ShardRef("aa", 0), None, ""),
+            (ShardRef("bb", 0), written.cursor, "c2"),
+        ]
+        (of_aa,) = await aclient.get_checkpoints(project, "aa", "of-aa")
+        assert (of_aa.shard, of_aa.cursor) == (ShardRef("aa", 0), None)
+
+        status = await aclient.get_project_consumer_group_status(project, "both")
+        assert status.consumers == {"c1": tuple(both)}
+        assert [(lag.shard, lag.behind_log_groups) for lag in status.shards] == [
+            (ShardRef("aa", 0), 0),
+            (ShardRef("bb", 0), 1),
+        ]
+        lags = (await aclient.get_consumer_group_status(project, "aa", "of-aa")).shards
+        assert [lag.shard for lag in lags] == [ShardRef("aa", 0)]
+
+        await aclient.leave_project_consumer_group(project, "both", "c1")
+        assert await aclient.project_heartbeat(project, "both", "c2", None) == both
+        await aclient.delete_project_consumer_group(project, "both")
+        with pytest.raises(NotFoundError):
+            await aclient.get_project_consumer_group(project, "both")
+        assert [g.name for g in await aclient.list_consumer_groups(project, "aa")] == ["of-aa"]
     finally:
         await aclient.delete_project(project)

@@ -28,7 +28,9 @@ from logharbor import (
     PayloadTooLargeError,
     PutLogsResult,
     ServerError,
+    ShardLag,
     ShardNotHeldError,
+    ShardRef,
     ThrottledError,
     Timeout,
     TransportError,
@@ -456,6 +458,113 @@ def test_a_checkpoint_is_saved_unforced_unless_asked_and_read_back_as_cursors() 
         "MQ==",
         1,
     )
+
+
+def test_a_logstore_s_group_answers_name_the_logstore_of_each_shard() -> None:
+    checkpoints = httpx.Response(
+        200, json={"checkpoints": [{"shardId": 1, "cursor": "", "consumer": "", "updateTime": 0}]}
+    )
+    (checkpoint,) = api.get_checkpoints("web", "access", "cg").answer(checkpoints)
+    assert checkpoint.shard == ShardRef("access", 1)
+    status = httpx.Response(
+        200,
+        json={
+            "consumers": [{"name": "c1", "shards": [1]}],
+            "shards": [{"shard": 1, "behindLogGroups": 2, "behindSeconds": 0.5}],
+        },
+    )
+    answer = api.get_consumer_group_status("web", "access", "cg").answer(status)
+    assert answer.consumers == {"c1": (1,)}
+    assert answer.shards == (ShardLag(1, 2, 0.5, "access"),)
+
+
+def test_a_project_s_group_calls_go_to_the_project_s_groups() -> None:
+    base = "/api/v1/projects/web/consumergroups"
+    created = build(
+        api.create_project_consumer_group("web", "cg", ["a", "b"], timeout=6, in_order=False)
+    )
+    assert (created.method, created.url.path) == ("POST", base)
+    assert json.loads(created.content) == {
+        "name": "cg",
+        "logstores": ["a", "b"],
+        "timeout": 6,
+        "inOrder": False,
+    }
+    with pytest.raises(TypeError, match="list"):
+        api.create_project_consumer_group("web", "cg", "ab", timeout=6, in_order=False)
+    updated = build(api.update_project_consumer_group("web", "cg", timeout=9, in_order=None))
+    assert (updated.method, updated.url.path, updated.content) == (
+        "PATCH",
+        base + "/cg",
+        b'{"timeout":9}',
+    )
+    assert build(api.list_project_consumer_groups("web")).url.path == base
+    assert build(api.get_project_consumer_group("web", "cg")).url.path == base + "/cg"
+    assert build(api.delete_project_consumer_group("web", "cg")).method == "DELETE"
+    left = build(api.leave_project_consumer_group("web", "cg", "c1"))
+    assert (left.url.path, json.loads(left.content)) == (
+        base + "/cg/heartbeat",
+        {"consumer": "c1", "leave": True},
+    )
+
+
+def test_a_project_s_group_writes_shards_with_their_logstore() -> None:
+    held = [ShardRef("b", 0), ShardRef("a", 1)]
+    beat = build(api.project_heartbeat("web", "cg", "c1", held))
+    assert beat.url.path == "/api/v1/projects/web/consumergroups/cg/heartbeat"
+    assert json.loads(beat.content) == {
+        "consumer": "c1",
+        "shards": [{"logstore": "a", "shardId": 1}, {"logstore": "b", "shardId": 0}],
+    }
+    assert json.loads(build(api.project_heartbeat("web", "cg", "c1", None)).content) == {
+        "consumer": "c1"
+    }
+    answer = httpx.Response(200, json={"shards": [{"logstore": "a", "shardId": 1}]})
+    assert api.project_heartbeat("web", "cg", "c1", []).answer(answer) == [ShardRef("a", 1)]
+
+    saved = build(
+        api.update_project_checkpoint(
+            "web", "cg", ShardRef("b", 2), "MQ==", consumer="c1", force=True
+        )
+    )
+    assert saved.url.path == "/api/v1/projects/web/consumergroups/cg/checkpoints"
+    assert json.loads(saved.content) == {
+        "logstore": "b",
+        "shardId": 2,
+        "cursor": "MQ==",
+        "consumer": "c1",
+        "force": True,
+    }
+    checkpoints = httpx.Response(
+        200,
+        json={
+            "checkpoints": [
+                {"logstore": "b", "shardId": 2, "cursor": "MQ==", "consumer": "c1", "updateTime": 5}
+            ]
+        },
+    )
+    (checkpoint,) = api.get_project_checkpoints("web", "cg").answer(checkpoints)
+    assert (checkpoint.shard, checkpoint.cursor, checkpoint.update_time) == (
+        ShardRef("b", 2),
+        "MQ==",
+        5,
+    )
+    status = httpx.Response(
+        200,
+        json={
+            "consumers": [{"name": "c1", "shards": [{"logstore": "b", "shardId": 2}]}],
+            "shards": [
+                {
+                    "shard": {"logstore": "b", "shardId": 2},
+                    "behindLogGroups": 0,
+                    "behindSeconds": 0.0,
+                }
+            ],
+        },
+    )
+    answer_status = api.get_project_consumer_group_status("web", "cg").answer(status)
+    assert answer_status.consumers == {"c1": (ShardRef("b", 2),)}
+    assert [lag.shard for lag in answer_status.shards] == [ShardRef("b", 2)]
 
 
 def test_a_member_s_pull_names_its_group_and_itself() -> None:

@@ -422,7 +422,12 @@ async def test_failing_batches_are_retried_and_manual_forced_saves_reach_the_ser
     )
     feeder.put(5)
     async with worker_of(aclient, name, "w", lambda: Flaky(journal, "w"), settings) as worker:
-        await eventually(lambda: journal.has(5), 15, "every log")
+
+        def recorded() -> bool:  # the journal fills before the batch counts as processed
+            shard = worker.statistics().shards.get(ShardRef("ls", 0))
+            return shard is not None and shard.processed_logs == 5
+
+        await eventually(recorded, 15, "every log")
         stats = worker.statistics().shards[ShardRef("ls", 0)]
         assert (stats.retries, stats.processed_logs, stats.checkpoint) == (2, 5, stats.cursor)
         samples = worker.registry.get_sample_value(

@@ -1,6 +1,7 @@
-"""Consumer groups through the SDK against a real server: the client's calls, and a
-``ConsumerGroupWorker`` run in this process (retries, checkpoints, start positions,
-bounded shutdown, statistics and metrics)."""
+"""Consumer groups through the SDK against a real server: the client's calls (for a
+logstore's groups and a project's), and a ``ConsumerGroupWorker`` run in this process
+(retries, checkpoints, start positions, bounded shutdown, statistics and metrics, a
+project's group)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from logharbor import (
     ConsumerGroupWorker,
     ConsumerProcessor,
     ConsumerSettings,
+    Cursor,
     LogClient,
     LogItem,
+    NotFoundError,
     ProcessorRetry,
     PulledLogGroup,
     ShardNotHeldError,
@@ -96,6 +99,60 @@ def test_group_lifecycle_heartbeats_checkpoints_and_fencing(
     assert [(lag.shard_id, lag.behind_log_groups) for lag in status.shards] == [(0, 0), (1, 0)]
     client.delete_consumer_group(project, "ls", "cg")
     assert client.list_consumer_groups(project, "ls") == []
+
+
+def test_project_group_lifecycle_heartbeats_checkpoints_and_fencing(
+    client: LogClient, project: str
+) -> None:
+    client.create_logstore(project, "ls2", shard_count=1)
+    client.create_consumer_group(project, "ls", "of-ls")  # a logstore's: listed apart
+    created = client.create_project_consumer_group(project, "all", ["ls", "ls2"], timeout=10)
+    assert (created.name, created.logstores, created.timeout, created.in_order) == (
+        "all",
+        ("ls", "ls2"),
+        10,
+        False,
+    )
+    with pytest.raises(AlreadyExistsError):
+        client.create_project_consumer_group(project, "all", ["ls"])
+    assert client.update_project_consumer_group(project, "all", in_order=True).in_order
+    assert client.get_project_consumer_group(project, "all").timeout == 10
+    assert [g.name for g in client.list_project_consumer_groups(project)] == ["all"]
+    assert [g.name for g in client.list_consumer_groups(project, "ls")] == ["of-ls"]
+    with pytest.raises(NotFoundError):
+        client.get_consumer_group(project, "ls", "all")
+
+    every = [ShardRef("ls", 0), ShardRef("ls", 1), ShardRef("ls2", 0)]
+    assert client.project_heartbeat(project, "all", "c1", []) == every
+    assert client.project_heartbeat(project, "all", "c2", None) == []  # c1 holds them all
+    client.put_logs(project, "ls2", [LogItem({"id": "0"})])
+    cursor = client.get_cursor(project, "ls2", 0, "end")
+    client.update_project_checkpoint(project, "all", ShardRef("ls2", 0), cursor, consumer="c1")
+    with pytest.raises(ShardNotHeldError):
+        client.update_project_checkpoint(project, "all", ShardRef("ls2", 0), cursor, consumer="c2")
+    with pytest.raises(ShardNotHeldError):
+        client.pull_logs(project, "ls2", 0, "MA==", consumer_group="all", consumer="c2")
+    member_pull = client.pull_logs(project, "ls2", 0, "MA==", consumer_group="all", consumer="c1")
+    assert member_pull.count == 1
+
+    checkpoints = client.get_project_checkpoints(project, "all")
+    assert [(c.shard, c.cursor, c.consumer) for c in checkpoints] == [
+        (ShardRef("ls", 0), None, ""),
+        (ShardRef("ls", 1), None, ""),
+        (ShardRef("ls2", 0), cursor, "c1"),
+    ]
+    status = client.get_project_consumer_group_status(project, "all")
+    assert status.consumers == {"c1": tuple(every), "c2": ()}
+    assert [(lag.shard, lag.behind_log_groups) for lag in status.shards] == [
+        (ref, 0) for ref in every
+    ]
+
+    client.leave_project_consumer_group(project, "all", "c1")
+    assert client.project_heartbeat(project, "all", "c2", []) == every  # at once
+    client.delete_project_consumer_group(project, "all")
+    assert client.list_project_consumer_groups(project) == []
+    with pytest.raises(NotFoundError):
+        client.get_project_consumer_group(project, "all")
 
 
 # ------------------------------------------------------------------- worker
@@ -260,3 +317,37 @@ def test_workers_share_a_metrics_registry(client: LogClient, project: str) -> No
     )
     assert total == 6
     assert first.statistics().processed_logs + second.statistics().processed_logs == 6
+
+
+def test_a_worker_of_a_project_group_reads_every_logstore(client: LogClient, project: str) -> None:
+    client.create_logstore(project, "ls2", shard_count=1)
+    put(client, project, range(3))
+    client.put_logs(project, "ls2", [LogItem({"id": str(i)}) for i in range(3, 5)])
+    seen: list[tuple[str, str]] = []
+
+    class Tagger(ConsumerProcessor):
+        def process(self, log_groups: Sequence[PulledLogGroup], checkpointer: Checkpointer) -> None:
+            logs = [log for group in log_groups for log in group.logs]
+            seen.extend((checkpointer.logstore, str(log.get("id"))) for log in logs)
+
+    def member(consumer: str, logstores: list[str]) -> ConsumerGroupWorker:
+        return ConsumerGroupWorker(
+            Tagger,
+            client=client,
+            project=project,
+            logstores=logstores,
+            group="all",
+            consumer=consumer,
+            settings=FAST,
+        )
+
+    with member("solo", ["ls", "ls2"]) as worker:
+        eventually(lambda: len(seen) == 5)
+        assert worker.held_shards() == [ShardRef("ls", 0), ShardRef("ls", 1), ShardRef("ls2", 0)]
+    assert sorted(seen) == [("ls", "0"), ("ls", "1"), ("ls", "2"), ("ls2", "3"), ("ls2", "4")]
+    saved = {c.shard: c.cursor for c in client.get_project_checkpoints(project, "all")}
+    assert [saved[ShardRef("ls", 0)], saved[ShardRef("ls2", 0)]] == [Cursor.from_position(1)] * 2
+    assert client.get_project_consumer_group(project, "all").timeout == FAST.timeout
+
+    with pytest.raises(ValueError, match="reads ls, ls2, not ls"):
+        member("other", ["ls"]).start()

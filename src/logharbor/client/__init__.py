@@ -4,20 +4,10 @@ from ..protocol.codec import Compression, hash_key_of
 from ._async_client import AsyncLogClient
 from ._client import LogClient
 from ._config import RetryPolicy, Timeout
-from ._consumer import (
-    AsyncCheckpointer,
-    AsyncConsumerProcessor,
-    AsyncConsumerWorker,
-    Checkpointer,
-    ConsumerGroupWorker,
-    ConsumerProcessor,
-    ShardRef,
-    ShardState,
-    ShardStatistics,
-    WorkerState,
-    WorkerStatistics,
-)
+from ._consumer_async import AsyncCheckpointer, AsyncConsumerProcessor, AsyncConsumerWorker
+from ._consumer_base import ShardState, ShardStatistics, WorkerState, WorkerStatistics
 from ._consumer_config import ConsumerSettings, ProcessorRetry
+from ._consumer_threaded import Checkpointer, ConsumerGroupWorker, ConsumerProcessor
 from ._exceptions import (
     AlreadyExistsError,
     AuthenticationError,
@@ -48,6 +38,7 @@ from ._models import (
     LogItem,
     Logstore,
     Project,
+    ProjectGroupStatus,
     PulledLogGroup,
     PullLogsResult,
     PutLogsResult,
@@ -55,6 +46,7 @@ from ._models import (
     QueryResult,
     Shard,
     ShardLag,
+    ShardRef,
 )
 from ._producer import (
     Attempt,
@@ -118,6 +110,7 @@ __all__ = [
     "ProducerState",
     "ProducerStatistics",
     "Project",
+    "ProjectGroupStatus",
     "PullLogsResult",
     "PulledLogGroup",
     "PutLogsResult",

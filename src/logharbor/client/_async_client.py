@@ -27,12 +27,14 @@ from ._models import (
     LogItem,
     Logstore,
     Project,
+    ProjectGroupStatus,
     PulledLogGroup,
     PullLogsResult,
     PutLogsResult,
     QueriedLog,
     QueryResult,
     Shard,
+    ShardRef,
 )
 from ._requests import TimeBound
 from ._types import CompressionInput, CursorStart, PairsInput
@@ -424,3 +426,68 @@ class AsyncLogClient(BaseClient):
         self, project: str, logstore: str, group: str
     ) -> GroupStatus:
         return await self._send(api.get_consumer_group_status(project, logstore, group))
+
+    # ------------------------------------------- a project's consumer groups
+
+    async def create_project_consumer_group(
+        self,
+        project: str,
+        name: str,
+        logstores: Sequence[str],
+        *,
+        timeout: int = 60,
+        in_order: bool = False,
+    ) -> ConsumerGroup:
+        return await self._send(
+            api.create_project_consumer_group(
+                project, name, logstores, timeout=timeout, in_order=in_order
+            )
+        )
+
+    async def get_project_consumer_group(self, project: str, name: str) -> ConsumerGroup:
+        return await self._send(api.get_project_consumer_group(project, name))
+
+    async def list_project_consumer_groups(self, project: str) -> list[ConsumerGroup]:
+        return await self._send(api.list_project_consumer_groups(project))
+
+    async def update_project_consumer_group(
+        self, project: str, name: str, *, timeout: int | None = None, in_order: bool | None = None
+    ) -> ConsumerGroup:
+        return await self._send(
+            api.update_project_consumer_group(project, name, timeout=timeout, in_order=in_order)
+        )
+
+    async def delete_project_consumer_group(self, project: str, name: str) -> None:
+        return await self._send(api.delete_project_consumer_group(project, name))
+
+    async def project_heartbeat(
+        self, project: str, group: str, consumer: str, held: Sequence[ShardRef] | None
+    ) -> list[ShardRef]:
+        return await self._send(api.project_heartbeat(project, group, consumer, held))
+
+    async def leave_project_consumer_group(self, project: str, group: str, consumer: str) -> None:
+        await self._send(api.leave_project_consumer_group(project, group, consumer))
+
+    async def get_project_checkpoints(self, project: str, group: str) -> list[Checkpoint]:
+        return await self._send(api.get_project_checkpoints(project, group))
+
+    async def update_project_checkpoint(
+        self,
+        project: str,
+        group: str,
+        shard: ShardRef,
+        cursor: str,
+        *,
+        consumer: str,
+        force: bool = False,
+    ) -> None:
+        return await self._send(
+            api.update_project_checkpoint(
+                project, group, shard, cursor, consumer=consumer, force=force
+            )
+        )
+
+    async def get_project_consumer_group_status(
+        self, project: str, group: str
+    ) -> ProjectGroupStatus:
+        return await self._send(api.get_project_consumer_group_status(project, group))

@@ -23,12 +23,14 @@ from ._models import (
     LogItem,
     Logstore,
     Project,
+    ProjectGroupStatus,
     PulledLogGroup,
     PullLogsResult,
     PutLogsResult,
     QueriedLog,
     QueryResult,
     Shard,
+    ShardRef,
 )
 from ._requests import TimeBound
 from ._types import CompressionInput, CursorStart, PairsInput
@@ -496,3 +498,82 @@ class LogClient(BaseClient):
     def get_consumer_group_status(self, project: str, logstore: str, group: str) -> GroupStatus:
         """The live members with their shards, and how far behind each shard is."""
         return self._send(api.get_consumer_group_status(project, logstore, group))
+
+    # ------------------------------------------- a project's consumer groups
+    #
+    # The twins of the methods above for a group of a project that reads several of
+    # its logstores: no logstore argument, and shards are ``ShardRef``s.
+
+    def create_project_consumer_group(
+        self,
+        project: str,
+        name: str,
+        logstores: Sequence[str],
+        *,
+        timeout: int = 60,
+        in_order: bool = False,
+    ) -> ConsumerGroup:
+        """Create a consumer group of a project that reads ``logstores`` (a list of
+        its logstores' names); its shards are balanced over its members together.
+        ``AlreadyExistsError`` if it exists."""
+        return self._send(
+            api.create_project_consumer_group(
+                project, name, logstores, timeout=timeout, in_order=in_order
+            )
+        )
+
+    def get_project_consumer_group(self, project: str, name: str) -> ConsumerGroup:
+        return self._send(api.get_project_consumer_group(project, name))
+
+    def list_project_consumer_groups(self, project: str) -> list[ConsumerGroup]:
+        """The project's groups (not its logstores' groups)."""
+        return self._send(api.list_project_consumer_groups(project))
+
+    def update_project_consumer_group(
+        self, project: str, name: str, *, timeout: int | None = None, in_order: bool | None = None
+    ) -> ConsumerGroup:
+        """Change the settings given; ``None`` keeps a setting as it is. The logstores
+        a group reads are fixed when it is created."""
+        return self._send(
+            api.update_project_consumer_group(project, name, timeout=timeout, in_order=in_order)
+        )
+
+    def delete_project_consumer_group(self, project: str, name: str) -> None:
+        return self._send(api.delete_project_consumer_group(project, name))
+
+    def project_heartbeat(
+        self, project: str, group: str, consumer: str, held: Sequence[ShardRef] | None
+    ) -> list[ShardRef]:
+        """As ``heartbeat``, for a project's group."""
+        return self._send(api.project_heartbeat(project, group, consumer, held))
+
+    def leave_project_consumer_group(self, project: str, group: str, consumer: str) -> None:
+        """As ``leave_consumer_group``, for a project's group."""
+        self._send(api.leave_project_consumer_group(project, group, consumer))
+
+    def get_project_checkpoints(self, project: str, group: str) -> list[Checkpoint]:
+        """One checkpoint per shard of every logstore the group reads (``cursor``
+        ``None`` where none); ``checkpoint.shard`` is its ``ShardRef``."""
+        return self._send(api.get_project_checkpoints(project, group))
+
+    def update_project_checkpoint(
+        self,
+        project: str,
+        group: str,
+        shard: ShardRef,
+        cursor: str,
+        *,
+        consumer: str,
+        force: bool = False,
+    ) -> None:
+        """As ``update_checkpoint``, for a project's group: ``shard`` names the
+        logstore and the shard."""
+        return self._send(
+            api.update_project_checkpoint(
+                project, group, shard, cursor, consumer=consumer, force=force
+            )
+        )
+
+    def get_project_consumer_group_status(self, project: str, group: str) -> ProjectGroupStatus:
+        """As ``get_consumer_group_status``, for a project's group."""
+        return self._send(api.get_project_consumer_group_status(project, group))

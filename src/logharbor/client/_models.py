@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from ..protocol import schema
 from ..protocol.codec import Frame, decode_cursor, encode_cursor
@@ -354,9 +354,28 @@ class PullLogsResult:
         return self.shard_status == "readonly" and self.caught_up
 
 
+class ShardRef(NamedTuple):
+    """A shard a consumer group reads: its logstore and its id."""
+
+    logstore: str
+    shard_id: int
+
+    def __str__(self) -> str:
+        return f"{self.logstore}/{self.shard_id}"
+
+
+def shard_ref_of(value: Any, logstore: str | None) -> ShardRef:
+    """A shard as the group API writes it: an id in a group of ``logstore``, or
+    ``{"logstore", "shardId"}`` in a project's group (``logstore`` ``None``)."""
+    if logstore is not None:
+        return ShardRef(logstore, int(value))
+    return ShardRef(str(value["logstore"]), int(value["shardId"]))
+
+
 @dataclass(frozen=True, slots=True)
 class ConsumerGroup:
-    """A consumer group: members share a logstore's shards and keep checkpoints.
+    """A consumer group: members share the shards of a logstore (a logstore's group)
+    or of several logstores of a project (a project's group), and keep checkpoints.
 
     A member is live while its last heartbeat is at most ``timeout`` seconds old.
     With ``in_order``, the children of a split or merge are handed out only once
@@ -395,15 +414,22 @@ class Checkpoint:
     cursor: Cursor | None
     consumer: str  # who saved it ("" when there is none)
     update_time: int  # Unix seconds; 0 when there is none
+    logstore: str  # the shard's (a project's group reads several)
+
+    @property
+    def shard(self) -> ShardRef:
+        return ShardRef(self.logstore, self.shard_id)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Checkpoint:
+    def from_json(cls, data: Mapping[str, Any], logstore: str | None = None) -> Checkpoint:
+        """``logstore``: the group's, for a logstore's group (its answers leave it out)."""
         cursor = str(data["cursor"])
         return cls(
             shard_id=int(data["shardId"]),
             cursor=Cursor(cursor) if cursor else None,
             consumer=str(data["consumer"]),
             update_time=int(data["updateTime"]),
+            logstore=str(data["logstore"]) if logstore is None else logstore,
         )
 
 
@@ -414,28 +440,56 @@ class ShardLag:
     shard_id: int
     behind_log_groups: int
     behind_seconds: float  # age of the first log group not yet checkpointed
+    logstore: str  # the shard's (a project's group reads several)
+
+    @property
+    def shard(self) -> ShardRef:
+        return ShardRef(self.logstore, self.shard_id)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ShardLag:
+    def from_json(cls, data: Mapping[str, Any], logstore: str | None = None) -> ShardLag:
+        """``logstore``: the group's, for a logstore's group (its answers leave it out)."""
+        shard = shard_ref_of(data["shard"], logstore)
         return cls(
-            shard_id=int(data["shard"]),
+            shard_id=shard.shard_id,
             behind_log_groups=int(data["behindLogGroups"]),
             behind_seconds=float(data["behindSeconds"]),
+            logstore=shard.logstore,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class GroupStatus:
-    """The live members of a group with the shards each holds, and every shard's lag."""
+    """The live members of a logstore's group with the shards each holds, and every
+    shard's lag."""
 
     consumers: Mapping[str, tuple[int, ...]]
     shards: tuple[ShardLag, ...]
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> GroupStatus:
+    def from_json(cls, data: Mapping[str, Any], logstore: str) -> GroupStatus:
+        """``logstore``: the group's (its answers leave it out)."""
         return cls(
             consumers={
                 str(member["name"]): tuple(int(s) for s in member["shards"])
+                for member in data["consumers"]
+            },
+            shards=tuple(ShardLag.from_json(item, logstore) for item in data["shards"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectGroupStatus:
+    """``GroupStatus`` of a project's group: shards are ``ShardRef``s."""
+
+    consumers: Mapping[str, tuple[ShardRef, ...]]
+    shards: tuple[ShardLag, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProjectGroupStatus:
+        return cls(
+            consumers={
+                str(member["name"]): tuple(shard_ref_of(s, None) for s in member["shards"])
                 for member in data["consumers"]
             },
             shards=tuple(ShardLag.from_json(item) for item in data["shards"]),

@@ -34,12 +34,15 @@ from ._models import (
     LogItem,
     Logstore,
     Project,
+    ProjectGroupStatus,
     PulledLogGroup,
     PullLogsResult,
     PutLogsResult,
     QueriedLog,
     QueryResult,
     Shard,
+    ShardRef,
+    shard_ref_of,
     shard_status_of,
 )
 from ._types import CompressionInput, CursorStart, PairsInput
@@ -406,30 +409,58 @@ def _read_pull(response: httpx.Response) -> PullLogsResult:
 
 
 # ------------------------------------------------------- consumer groups
+#
+# A logstore's groups live under .../logstores/{logstore}/consumergroups and write
+# shards as ids; a project's groups, over several logstores, under
+# /projects/{project}/consumergroups and write shards as {"logstore", "shardId"}.
+# The calls below are built alike for both, from the groups' path.
 
 
 def _groups_path(project: str, logstore: str, *rest: str | int) -> str:
     return _logstore_path(project, logstore, "consumergroups", *rest)
 
 
+def _project_groups_path(project: str, *rest: str | int) -> str:
+    return _path("projects", project, "consumergroups", *rest)
+
+
 def _groups(data: dict[str, Any]) -> list[ConsumerGroup]:
     return [ConsumerGroup.from_json(item) for item in data["consumerGroups"]]
 
 
-def _shard_ids(data: dict[str, Any]) -> list[int]:
-    return [int(shard) for shard in data["shards"]]
+def _shard_json(shard: ShardRef) -> dict[str, Any]:
+    logstore, shard_id = shard
+    return {"logstore": logstore, "shardId": shard_id}
 
 
-def _checkpoints(data: dict[str, Any]) -> list[Checkpoint]:
-    return [Checkpoint.from_json(item) for item in data["checkpoints"]]
+def _create_group(path: str, document: Mapping[str, Any]) -> Call[ConsumerGroup]:
+    return _json_call("POST", path, _reader(ConsumerGroup.from_json), document)
+
+
+def _update_group(path: str, timeout: int | None, in_order: bool | None) -> Call[ConsumerGroup]:
+    changes = {"timeout": timeout, "inOrder": in_order}
+    document = {key: value for key, value in changes.items() if value is not None}
+    return _json_call("PATCH", path, _reader(ConsumerGroup.from_json), document)
+
+
+def _heartbeat(
+    path: str, consumer: str, shards: list[Any] | None, read: Callable[[dict[str, Any]], T]
+) -> Call[T]:
+    document: dict[str, Any] = {"consumer": consumer}
+    if shards is not None:
+        document["shards"] = shards
+    return _json_call("POST", path, _reader(read), document)
+
+
+def _leave(path: str, consumer: str) -> Call[None]:
+    return _json_call("POST", path, _nothing, {"consumer": consumer, "leave": True})
 
 
 def create_consumer_group(
     project: str, logstore: str, name: str, *, timeout: int, in_order: bool
 ) -> Call[ConsumerGroup]:
     document = {"name": name, "timeout": timeout, "inOrder": in_order}
-    path = _groups_path(project, logstore)
-    return _json_call("POST", path, _reader(ConsumerGroup.from_json), document)
+    return _create_group(_groups_path(project, logstore), document)
 
 
 def get_consumer_group(project: str, logstore: str, name: str) -> Call[ConsumerGroup]:
@@ -443,10 +474,7 @@ def list_consumer_groups(project: str, logstore: str) -> Call[list[ConsumerGroup
 def update_consumer_group(
     project: str, logstore: str, name: str, *, timeout: int | None, in_order: bool | None
 ) -> Call[ConsumerGroup]:
-    changes = {"timeout": timeout, "inOrder": in_order}
-    document = {key: value for key, value in changes.items() if value is not None}
-    path = _groups_path(project, logstore, name)
-    return _json_call("PATCH", path, _reader(ConsumerGroup.from_json), document)
+    return _update_group(_groups_path(project, logstore, name), timeout, in_order)
 
 
 def delete_consumer_group(project: str, logstore: str, name: str) -> Call[None]:
@@ -456,20 +484,20 @@ def delete_consumer_group(project: str, logstore: str, name: str) -> Call[None]:
 def heartbeat(
     project: str, logstore: str, group: str, consumer: str, held: Sequence[int] | None
 ) -> Call[list[int]]:
-    document: dict[str, Any] = {"consumer": consumer}
-    if held is not None:
-        document["shards"] = sorted(held)
+    shards = None if held is None else sorted(held)
     path = _groups_path(project, logstore, group, "heartbeat")
-    return _json_call("POST", path, _reader(_shard_ids), document)
+    return _heartbeat(path, consumer, shards, lambda data: [int(s) for s in data["shards"]])
 
 
 def leave_consumer_group(project: str, logstore: str, group: str, consumer: str) -> Call[None]:
-    path = _groups_path(project, logstore, group, "heartbeat")
-    return _json_call("POST", path, _nothing, {"consumer": consumer, "leave": True})
+    return _leave(_groups_path(project, logstore, group, "heartbeat"), consumer)
 
 
 def get_checkpoints(project: str, logstore: str, group: str) -> Call[list[Checkpoint]]:
-    return Call("GET", _groups_path(project, logstore, group, "checkpoints"), _reader(_checkpoints))
+    def read(data: dict[str, Any]) -> list[Checkpoint]:
+        return [Checkpoint.from_json(item, logstore) for item in data["checkpoints"]]
+
+    return Call("GET", _groups_path(project, logstore, group, "checkpoints"), _reader(read))
 
 
 def update_checkpoint(
@@ -490,7 +518,71 @@ def update_checkpoint(
 
 def get_consumer_group_status(project: str, logstore: str, group: str) -> Call[GroupStatus]:
     path = _groups_path(project, logstore, group, "status")
-    return Call("GET", path, _reader(GroupStatus.from_json))
+    return Call("GET", path, _reader(lambda data: GroupStatus.from_json(data, logstore)))
+
+
+# ---------------------------------------------- a project's consumer groups
+
+
+def create_project_consumer_group(
+    project: str, name: str, logstores: Sequence[str], *, timeout: int, in_order: bool
+) -> Call[ConsumerGroup]:
+    if isinstance(logstores, str):
+        raise TypeError("logstores must be a list of logstore names, not a str")
+    document = {"name": name, "logstores": list(logstores), "timeout": timeout, "inOrder": in_order}
+    return _create_group(_project_groups_path(project), document)
+
+
+def get_project_consumer_group(project: str, name: str) -> Call[ConsumerGroup]:
+    return Call("GET", _project_groups_path(project, name), _reader(ConsumerGroup.from_json))
+
+
+def list_project_consumer_groups(project: str) -> Call[list[ConsumerGroup]]:
+    return Call("GET", _project_groups_path(project), _reader(_groups))
+
+
+def update_project_consumer_group(
+    project: str, name: str, *, timeout: int | None, in_order: bool | None
+) -> Call[ConsumerGroup]:
+    return _update_group(_project_groups_path(project, name), timeout, in_order)
+
+
+def delete_project_consumer_group(project: str, name: str) -> Call[None]:
+    return Call("DELETE", _project_groups_path(project, name), _nothing)
+
+
+def project_heartbeat(
+    project: str, group: str, consumer: str, held: Sequence[ShardRef] | None
+) -> Call[list[ShardRef]]:
+    shards = None if held is None else [_shard_json(shard) for shard in sorted(held)]
+    path = _project_groups_path(project, group, "heartbeat")
+    return _heartbeat(
+        path, consumer, shards, lambda data: [shard_ref_of(s, None) for s in data["shards"]]
+    )
+
+
+def leave_project_consumer_group(project: str, group: str, consumer: str) -> Call[None]:
+    return _leave(_project_groups_path(project, group, "heartbeat"), consumer)
+
+
+def get_project_checkpoints(project: str, group: str) -> Call[list[Checkpoint]]:
+    def read(data: dict[str, Any]) -> list[Checkpoint]:
+        return [Checkpoint.from_json(item) for item in data["checkpoints"]]
+
+    return Call("GET", _project_groups_path(project, group, "checkpoints"), _reader(read))
+
+
+def update_project_checkpoint(
+    project: str, group: str, shard: ShardRef, cursor: str, *, consumer: str, force: bool
+) -> Call[None]:
+    document = {**_shard_json(shard), "cursor": cursor, "consumer": consumer, "force": force}
+    path = _project_groups_path(project, group, "checkpoints")
+    return _json_call("POST", path, _nothing, document)
+
+
+def get_project_consumer_group_status(project: str, group: str) -> Call[ProjectGroupStatus]:
+    path = _project_groups_path(project, group, "status")
+    return Call("GET", path, _reader(ProjectGroupStatus.from_json))
 
 
 # ---------------------------------------------------------------- search
