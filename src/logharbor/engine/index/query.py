@@ -160,24 +160,8 @@ class QueryRunner:
             try:
                 cursor.execute("BEGIN TRANSACTION")
                 yield cursor
-            except (duckdb.InterruptException, duckdb.ConnectionException) as exc:
-                if store.closed:  # the index was deleted while the query ran
-                    raise ServiceError(
-                        ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted"
-                    ) from None
-                if isinstance(exc, duckdb.ConnectionException):
-                    raise _sql_error(exc) from None
-                raise ServiceError(
-                    ErrorCode.QUERY_TIMEOUT,
-                    f"the query ran longer than {self.limits.timeout:g} s; narrow the time "
-                    "range or the search",
-                ) from None
-            except duckdb.OutOfMemoryException:
-                raise ServiceError(
-                    ErrorCode.QUERY_TOO_LARGE, "the query needs more memory than allowed"
-                ) from None
             except duckdb.Error as exc:
-                raise _sql_error(exc) from None
+                raise _session_error(exc, store, self.limits) from None
             finally:
                 timer.cancel()
                 with contextlib.suppress(duckdb.Error):  # closed with a deleted index
@@ -421,6 +405,20 @@ def _log_row(row: tuple[Any, ...], fields: dict[str, str]) -> LogRow:
     return LogRow(
         int(t), int(shard), int(pos), int(idx), topic, source, _pairs(tags), tuple(contents)
     )
+
+
+def _session_error(exc: duckdb.Error, store: IndexStore, limits: QueryLimits) -> ServiceError:
+    """What a DuckDB error during a query means to the caller."""
+    if store.closed:  # the index was deleted while the query ran
+        return ServiceError(ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted")
+    if isinstance(exc, duckdb.InterruptException):
+        return ServiceError(
+            ErrorCode.QUERY_TIMEOUT,
+            f"the query ran longer than {limits.timeout:g} s; narrow the time range or the search",
+        )
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return ServiceError(ErrorCode.QUERY_TOO_LARGE, "the query needs more memory than allowed")
+    return _sql_error(exc)
 
 
 def _sql_error(exc: duckdb.Error) -> ServiceError:

@@ -187,7 +187,14 @@ class IndexStore:
                 raise ServiceError(ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted")
             cursor = self._cursors.cursor()
             self._readers.add(cursor)
-        cursor.execute(f"USE {_DATABASE}")
+        try:
+            cursor.execute(f"USE {_DATABASE}")
+        except duckdb.Error:
+            if self.closed:  # closed (and this cursor interrupted) meanwhile
+                raise ServiceError(
+                    ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted"
+                ) from None
+            raise
         return cursor
 
     def progress(self) -> dict[ShardId, Position]:
