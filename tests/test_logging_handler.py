@@ -236,11 +236,9 @@ def test_the_structlog_processor_ships_events_and_passes_them_on(
     assert stored.get("user") == "ann" and stored.get("attempt") == "2"
 
 
-def test_a_forked_worker_ships_its_own_records(
-    server: ServerProcess, client: LogClient, logstore: tuple[str, str]
-) -> None:
-    project, name = logstore
-    handler = LogHarborHandler(
+def shipping_to(server: ServerProcess, project: str, name: str) -> LogHarborHandler:
+    """A handler with its own producer, signed with the server's root key."""
+    return LogHarborHandler(
         project,
         name,
         endpoint=server.endpoint,
@@ -248,6 +246,13 @@ def test_a_forked_worker_ships_its_own_records(
         access_key_secret=server.access_key_secret,
         config=FAST,
     )
+
+
+def test_a_forked_worker_ships_its_own_records(
+    server: ServerProcess, client: LogClient, logstore: tuple[str, str]
+) -> None:
+    project, name = logstore
+    handler = shipping_to(server, project, name)
     log = logging.getLogger("prefork")
     log.addHandler(handler)
     log.propagate = False
@@ -280,14 +285,7 @@ def test_the_producers_own_http_logs_are_not_shipped_back(
     # httpx logs each request at INFO on the sender thread that makes it: shipped,
     # every batch would bring more records, forever.
     project, name = logstore
-    handler = LogHarborHandler(
-        project,
-        name,
-        endpoint=server.endpoint,
-        access_key_id=server.access_key_id,
-        access_key_secret=server.access_key_secret,
-        config=FAST,
-    )
+    handler = shipping_to(server, project, name)
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
