@@ -245,6 +245,16 @@ class Indexer:
                 raise
         for key in [k for k in self._inflight if k[0] not in seen]:
             del self._inflight[key]  # batches of indexes dropped meanwhile
+        if not busy:  # idle: give old blocks the token filter they lack, a step at a time
+            for target in self._targets():
+                if self._stop.is_set():
+                    break
+                try:
+                    busy |= target.store.refilter_step()
+                except Exception:
+                    if target.store.closed:
+                        continue  # dropped meanwhile
+                    raise
         return busy
 
     def _index(self, target: IndexedLogstore) -> bool:

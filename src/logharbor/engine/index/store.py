@@ -289,6 +289,56 @@ class IndexStore:
             columns.append(_overflow_map(overflow, table.num_rows))
         return pa.table(columns, names=names)
 
+    def refilter_step(self, max_blocks: int = 64) -> bool:
+        """Build the token filter of the newest blocks that have none (written under
+        another DuckDB ``hash`` or an older filter format), ``max_blocks`` at most;
+        True while more remain.  The filter is computed outside the write lock and
+        stored in one transaction with the lower watermark, so a query sees each
+        block either filtered or read in full.  Rows from before the filter existed
+        (``blk = -1``) and stores with overflow fields stay unfiltered."""
+        high = self.unfiltered_below
+        if high <= 0 or self.closed:
+            return False
+        low = max(0, high - max_blocks)
+        columns = self.columns()
+        names = ["blk", "topic", "source", "tags", "extra", *(f'"{c}"' for c in columns.values())]
+        db = self.reader()
+        try:
+            rows = db.sql(
+                f"SELECT {', '.join(names)} FROM logs WHERE blk >= {low} AND blk < {high}"
+            ).to_arrow_table()
+            if rows is None:
+                return False
+            if rows.num_rows and rows["extra"].null_count < rows.num_rows:
+                return False  # overflow fields are not in the table's columns
+            decoded = pa.table(
+                [rows["topic"], rows["source"], rows["tags"], *rows.columns[5:]],
+                names=["topic", "source", "tags", *(FIELD_PREFIX + name for name in columns)],
+            )
+            blooms = tokens.bloom_rows(db, decoded, rows["blk"].combine_chunks())
+        finally:
+            db.close()
+        with self._write_lock:
+            if self.closed or self.unfiltered_below != high:
+                return False
+            self._db.execute("BEGIN TRANSACTION")
+            try:
+                self._db.register("refiltered_blooms", blooms)
+                for number, table in enumerate(tokens.BLOOM_TABLES):
+                    self._db.execute(
+                        f"INSERT INTO {table} BY NAME SELECT * FROM refiltered_blooms "
+                        f"WHERE stripe % {tokens.PARTITIONS} = {number}"
+                    )
+                self._db.unregister("refiltered_blooms")
+                self._save_meta({"unfiltered_below": str(low)})
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self.unfiltered_below = low
+            self.has_unfiltered_rows = self._count_unfiltered() > 0
+        return low > 0
+
     def drop_before(self, shard: ShardId, position: Position) -> None:
         """Forget the rows of log groups that retention removed from the shard, and
         the token filters of the blocks that held only such rows."""

@@ -46,7 +46,8 @@ Consistency: the blooms are written in the append's transaction, with the rows a
 the progress; retention deletes the blooms of blocks it emptied; deleting the index
 deletes the DuckDB file, blooms included.  A DuckDB whose ``hash`` differs from the
 one that wrote the blooms (checked at open) makes the old blocks unfiltered: they
-are always scanned.  Rows written before the filter existed have ``blk = -1`` and are
+are scanned until the idle indexer has rebuilt their blooms
+(``IndexStore.refilter_step``).  Rows written before the filter existed have ``blk = -1`` and are
 always scanned too.
 """
 
