@@ -110,3 +110,42 @@ def test_acknowledged_writes_survive_kill_9(
         assert not missing, f"{len(missing)} acknowledged groups lost: {sorted(missing)[:3]}"
         assert len(ids) == len(set(ids)), "a log group was stored twice"
     assert len(acked) >= 50 * ROUNDS  # the test really wrote under load
+
+
+def _children(pid: int) -> set[int]:
+    """The processes ``pid`` started (from /proc, Linux)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.update(int(child) for child in text)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_killed_server_leaves_no_worker_processes(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    # the ingest/index worker processes exit by themselves once their server is
+    # gone, even after a kill -9 (they used to wait for ever, 2 per killed server)
+    server = server_factory(tmp_path / "data", auth=False)
+    assert server.process is not None
+    deadline = time.monotonic() + 30
+    workers: set[int] = set()
+    while time.monotonic() < deadline:
+        workers = {p for p in _children(server.process.pid) if _alive(p)}
+        if len(workers) >= 2:  # the resource tracker and at least one worker
+            break
+        time.sleep(0.1)
+    assert workers
+    server.kill()
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)]

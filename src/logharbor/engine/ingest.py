@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,8 @@ from .._native import speedups
 from ..protocol.codec import Compression, compress, decompress
 from ..protocol.errors import ErrorCode, ServiceError
 from ..protocol.schema import LogGroup, RawLogGroup
+
+_PARENT_POLL = 0.5  # seconds between a worker's checks that its server still runs
 
 NANOS = 1_000_000_000
 T = TypeVar("T")
@@ -199,6 +202,18 @@ def _prepare_in_worker(
     return True, payload, group.raw_size, group.log_count
 
 
+def _follow_parent(parent: int) -> None:
+    """In a worker: exit when the server that started it is gone (a ``kill -9``
+    leaves its workers waiting on a queue that siblings keep open, for ever)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="logharbor-follow-parent", daemon=True).start()
+
+
 def _ready() -> bool:
     return True
 
@@ -246,7 +261,10 @@ class IngestPool:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_follow_parent,
+                    initargs=(os.getpid(),),
                 )
             return self._pool
 
