@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .engine.index.config import DEFAULT_TOKENS, KEY_TYPES
 from .server.config import DEFAULT_PORT, ConfigError, load_config
 
 app = typer.Typer(help="LogHarbor: a self-hosted log service.", no_args_is_help=True)
@@ -472,11 +473,6 @@ def _time_bound(value: str, now: float) -> float:
         raise typer.BadParameter(f"{value!r}: use Unix seconds, now, or 15m, 2h, 7d") from None
 
 
-# SLS's default separators, for the index a bare ``index set`` creates
-_DEFAULT_TOKENS = list(" ,'\";=()[]{}?@&<>/:\n\t\r")
-_KEY_TYPES = ("text", "long", "double", "json")
-
-
 @index_app.command("set")
 def index_set(
     project: str,
@@ -539,11 +535,11 @@ def _index_document(config: str | None, keys: list[str], case_sensitive: bool) -
     fields: dict[str, Any] = {}
     for entry in keys:
         name, _, kind = entry.rpartition(":")
-        if not name or kind not in _KEY_TYPES:
-            kinds = ", ".join(_KEY_TYPES)
+        if not name or kind not in KEY_TYPES:
+            kinds = ", ".join(KEY_TYPES)
             raise typer.BadParameter(f"--key {entry!r}: write NAME:TYPE, TYPE one of {kinds}")
         fields[name] = {"type": kind}
-    line = {"token": _DEFAULT_TOKENS, "caseSensitive": case_sensitive}
+    line = {"token": list(DEFAULT_TOKENS), "caseSensitive": case_sensitive}
     return {"line": line, "keys": fields}
 
 
