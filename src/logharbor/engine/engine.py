@@ -37,7 +37,7 @@ from .consumer import (
 from .index.config import IndexConfig, parse_index_config
 from .index.indexer import IndexedLogstore, Indexer, decode_frames_ipc
 from .index.query import Bucket, LogRow, QueryLimits, QueryResult, QueryRunner
-from .index.store import IndexStore
+from .index.store import IndexStore, index_deleted
 from .ingest import IngestPool, Limits, PreparedGroup
 from .names import check_description, check_name
 from .runtime import LogstoreRuntime
@@ -547,14 +547,17 @@ class Engine:
         for path in self._index_path(uid).parent.glob(f"{uid}.duckdb*"):
             path.unlink(missing_ok=True)
 
-    def _index_targets(self) -> Iterator[IndexedLogstore]:
+    def _indexed_stores(self) -> list[tuple[IndexStore, LogstoreRuntime]]:
+        """Every live logstore that has an index, with its index store."""
         with self._lock:
-            pairs = [
+            return [
                 (self._indexes[r.info.uid], r)
                 for r in self._stores.values()
                 if r.info.uid in self._indexes and not r.deleted
             ]
-        for store, runtime in pairs:
+
+    def _index_targets(self) -> Iterator[IndexedLogstore]:
+        for store, runtime in self._indexed_stores():
             yield IndexedLogstore(store, _shards_of(runtime))
 
     def create_index(self, project: str, logstore: str, document: object) -> IndexConfig:
@@ -604,7 +607,7 @@ class Engine:
         runtime = self._runtime(project, logstore)
         store = self._indexes.get(runtime.info.uid)
         if store is None:
-            raise ServiceError(ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted")
+            raise index_deleted()
         ends = {shard_id: log.end for shard_id, log in runtime.shards.items()}
         deadline = time.monotonic() + self.config.index_wait
         self.indexer.nudge()
@@ -695,14 +698,8 @@ class Engine:
     def index_lags(self) -> list[tuple[str, str, int]]:
         """(project, logstore, log groups written but not yet searchable) of every
         indexed logstore."""
-        with self._lock:
-            pairs = [
-                (self._indexes[r.info.uid], r)
-                for r in self._stores.values()
-                if r.info.uid in self._indexes and not r.deleted
-            ]
         lags = []
-        for store, runtime in pairs:
+        for store, runtime in self._indexed_stores():
             behind = Indexer.lag(IndexedLogstore(store, _shards_of(runtime)))
             lags.append((runtime.info.project, runtime.info.name, sum(behind.values())))
         return lags

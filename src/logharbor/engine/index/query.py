@@ -34,7 +34,7 @@ from ...protocol.errors import ErrorCode, ServiceError
 from ..types import NANOS_PER_SECOND
 from .config import IndexConfig
 from .search import Compiler, field_expression, parse_search, required_tokens, sql_string
-from .store import IndexStore
+from .store import IndexStore, index_deleted
 from .tokens import candidate_blocks
 
 _BASE_COLUMNS = {
@@ -410,7 +410,7 @@ def _log_row(row: tuple[Any, ...], fields: dict[str, str]) -> LogRow:
 def _session_error(exc: duckdb.Error, store: IndexStore, limits: QueryLimits) -> ServiceError:
     """What a DuckDB error during a query means to the caller."""
     if store.closed:  # the index was deleted while the query ran
-        return ServiceError(ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted")
+        return index_deleted()
     if isinstance(exc, duckdb.InterruptException):
         return ServiceError(
             ErrorCode.QUERY_TIMEOUT,

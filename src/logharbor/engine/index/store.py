@@ -184,16 +184,14 @@ class IndexStore:
         """A connection for one query (queries run concurrently with indexing)."""
         with self._cursors_lock:
             if self.closed:
-                raise ServiceError(ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted")
+                raise index_deleted()
             cursor = self._cursors.cursor()
             self._readers.add(cursor)
         try:
             cursor.execute(f"USE {_DATABASE}")
         except duckdb.Error:
             if self.closed:  # closed (and this cursor interrupted) meanwhile
-                raise ServiceError(
-                    ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted"
-                ) from None
+                raise index_deleted() from None
             raise
         return cursor
 
@@ -246,13 +244,7 @@ class IndexStore:
         db.register("incoming", layout)
         db.execute("INSERT INTO logs BY NAME SELECT * FROM incoming")
         db.unregister("incoming")
-        db.register("incoming_blooms", batch.blooms)
-        for number, table in enumerate(tokens.BLOOM_TABLES):
-            db.execute(
-                f"INSERT INTO {table} BY NAME SELECT * REPLACE (blk + {int(first)} AS blk) "
-                f"FROM incoming_blooms WHERE stripe % {tokens.PARTITIONS} = {number}"
-            )
-        db.unregister("incoming_blooms")
+        self._insert_blooms(batch.blooms, first)
         last = first + batch.block_count
         db.execute(
             "INSERT INTO blocks SELECT range, ?, ? FROM range(?, ?)",
@@ -260,6 +252,18 @@ class IndexStore:
         )
         self._save_meta({"next_block": str(last)})
         self._next_block = last
+
+    def _insert_blooms(self, blooms: pa.Table, first: int) -> None:
+        """Within the caller's transaction: bloom rows, their blocks counted from
+        ``first``, each into the table of its stripe."""
+        db = self._db
+        db.register("incoming_blooms", blooms)
+        for number, table in enumerate(tokens.BLOOM_TABLES):
+            db.execute(
+                f"INSERT INTO {table} BY NAME SELECT * REPLACE (blk + {int(first)} AS blk) "
+                f"FROM incoming_blooms WHERE stripe % {tokens.PARTITIONS} = {number}"
+            )
+        db.unregister("incoming_blooms")
 
     def _to_layout(self, table: pa.Table) -> pa.Table:
         """Name field columns by their table columns, adding columns for new fields
@@ -323,13 +327,7 @@ class IndexStore:
                 return False
             self._db.execute("BEGIN TRANSACTION")
             try:
-                self._db.register("refiltered_blooms", blooms)
-                for number, table in enumerate(tokens.BLOOM_TABLES):
-                    self._db.execute(
-                        f"INSERT INTO {table} BY NAME SELECT * FROM refiltered_blooms "
-                        f"WHERE stripe % {tokens.PARTITIONS} = {number}"
-                    )
-                self._db.unregister("refiltered_blooms")
+                self._insert_blooms(blooms, 0)
                 self._save_meta({"unfiltered_below": str(low)})
                 self._db.execute("COMMIT")
             except BaseException:
@@ -390,6 +388,11 @@ class IndexStore:
                         raise
                     time.sleep(0.01)
             self._db.close()
+
+
+def index_deleted() -> ServiceError:
+    """The answer to a call that finds its index deleted (meanwhile)."""
+    return ServiceError(ErrorCode.INDEX_CONFIG_NOT_EXIST, "the index was just deleted")
 
 
 def _overflow_map(fields: list[tuple[str, pa.ChunkedArray]], rows: int) -> pa.Array:
