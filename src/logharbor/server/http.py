@@ -126,6 +126,11 @@ class Call:
         return shard_id(self.path("shard"))
 
 
+def invalid_parameter(message: str) -> ServiceError:
+    """A 400 for a parameter the call cannot take."""
+    return ServiceError(ErrorCode.INVALID_PARAMETER, message)
+
+
 def load_json(body: bytes) -> Any:
     """A request body as JSON, or INVALID_BODY (nesting too deep for the parser
     included: that is bad input, not a server error)."""

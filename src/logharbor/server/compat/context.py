@@ -18,15 +18,11 @@ from dataclasses import dataclass
 
 from ...engine import Engine
 from ...engine.index.query import LogRow
-from ...protocol.errors import ErrorCode, ServiceError
+from ..http import invalid_parameter
 
 _GROUP_ID = re.compile(r"([0-9A-Fa-f]+)-([0-9A-Fa-f]+)")
 _MAX_SHARD = 1 << 30
 _MAX_POSITION = (1 << 63) - 1
-
-
-def invalid(message: str) -> ServiceError:
-    return ServiceError(ErrorCode.INVALID_PARAMETER, message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +37,7 @@ class LogPlace:
             and 0 <= self.position <= _MAX_POSITION
             and 0 <= self.index < _MAX_SHARD
         ):
-            raise invalid(
+            raise invalid_parameter(
                 f"no log can be at shard {self.shard}, position {self.position}, index {self.index}"
             )
 
@@ -64,7 +60,7 @@ def parse_group_id(text: str, name: str) -> tuple[int, int]:
     """(shard, position) from a log group id; ``name`` is the parameter, for errors."""
     match = _GROUP_ID.fullmatch(text)
     if match is None or len(match[1]) > 16 or len(match[2]) > 16:
-        raise invalid(f"{name} {text!r} is not a LogHarbor log group id (<hex>-<hex>)")
+        raise invalid_parameter(f"{name} {text!r} is not a LogHarbor log group id (<hex>-<hex>)")
     return int(match[1], 16), int(match[2], 16)
 
 
@@ -85,7 +81,7 @@ def surroundings(
         project, logstore, place.shard, place.position, place.index - 1, back=0, forward=1
     )
     if not first or LogPlace.of(first[0]) != place:
-        raise invalid(
+        raise invalid_parameter(
             f"no log at shard {place.shard}, position {place.position}, index {place.index} "
             "(expired, or never written)"
         )

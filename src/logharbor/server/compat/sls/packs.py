@@ -14,7 +14,8 @@ import re
 
 from ....engine.index.query import LogRow, split_query
 from ....protocol.codec import CodecError, decode_cursor, encode_cursor
-from ..context import LogPlace, group_id, invalid, looks_like_group_id
+from ...http import invalid_parameter
+from ..context import LogPlace, group_id, looks_like_group_id
 
 PACK_ID = "__tag__:__pack_id__"
 PACK_META = "__pack_meta__"
@@ -29,7 +30,7 @@ def split_with_pack_meta(query: str) -> tuple[str, bool]:
     if stripped == query:
         return query, False
     if split_query(stripped)[1] is not None:
-        raise invalid("with_pack_meta applies to logs, not to SQL results")
+        raise invalid_parameter("with_pack_meta applies to logs, not to SQL results")
     return stripped, True
 
 
@@ -44,12 +45,12 @@ def pack_fields(row: LogRow) -> dict[str, str]:
 def parse_pack(pack_id: str, pack_meta: str) -> LogPlace:
     """The log a pack id and pack meta point at."""
     if not looks_like_group_id(pack_id):
-        raise invalid(f"pack_id {pack_id!r} is not a pack id (<hex>-<hex>)")
+        raise invalid_parameter(f"pack_id {pack_id!r} is not a pack id (<hex>-<hex>)")
     match = _PACK_META.fullmatch(pack_meta)
     if match is None:
-        raise invalid(f"pack_meta {pack_meta!r} is not <shard>|<cursor>|<index>")
+        raise invalid_parameter(f"pack_meta {pack_meta!r} is not <shard>|<cursor>|<index>")
     try:
         position = decode_cursor(match[2])
     except CodecError:
-        raise invalid(f"pack_meta {pack_meta!r} has no valid cursor") from None
+        raise invalid_parameter(f"pack_meta {pack_meta!r} has no valid cursor") from None
     return LogPlace(int(match[1]), position, int(match[3]))

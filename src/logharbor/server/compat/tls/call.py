@@ -13,13 +13,9 @@ from starlette.requests import Request
 from ....engine.resource_ids import ResourceIds
 from ....engine.types import LogstoreInfo, ProjectInfo
 from ....protocol.errors import ErrorCode, ServiceError
-from ...http import load_json
+from ...http import invalid_parameter, load_json
 
 _TRUE, _FALSE = {"true", "1"}, {"false", "0"}
-
-
-def _invalid(message: str) -> ServiceError:
-    return ServiceError(ErrorCode.INVALID_PARAMETER, message)
 
 
 @dataclass(slots=True)
@@ -61,10 +57,10 @@ class TlsCall:
         value = self.raw(name)
         if value is None or value == "":
             if required:
-                raise _invalid(f"{name} is required")
+                raise invalid_parameter(f"{name} is required")
             return default
         if not isinstance(value, str):
-            raise _invalid(f"{name} must be a string")
+            raise invalid_parameter(f"{name} must be a string")
         return value
 
     def integer(
@@ -73,15 +69,15 @@ class TlsCall:
         value = self.raw(name)
         if value is None or value == "":
             if default is None:
-                raise _invalid(f"{name} is required")
+                raise invalid_parameter(f"{name} is required")
             return default
         if isinstance(value, str):
             try:
                 value = int(value.strip())
             except ValueError:
-                raise _invalid(f"{name} must be an integer") from None
+                raise invalid_parameter(f"{name} must be an integer") from None
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise _invalid(f"{name} must be an integer from {low} to {high}")
+            raise invalid_parameter(f"{name} must be an integer from {low} to {high}")
         return value
 
     def flag(self, name: str) -> bool | None:
@@ -91,7 +87,7 @@ class TlsCall:
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
         if not isinstance(value, bool):
-            raise _invalid(f"{name} must be a boolean")
+            raise invalid_parameter(f"{name} must be a boolean")
         return value
 
     def strings(self, name: str) -> list[str] | None:
@@ -101,7 +97,7 @@ class TlsCall:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise _invalid(f"{name} must be a list of strings")
+            raise invalid_parameter(f"{name} must be a list of strings")
         return value
 
     def project(self, name: str = "ProjectId") -> ProjectInfo:

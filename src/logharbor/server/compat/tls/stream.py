@@ -28,8 +28,8 @@ from ....protocol.codec import (
     encode_cursor,
     iter_frames,
 )
-from ....protocol.errors import ErrorCode, ServiceError
 from ....protocol.tls_schema import TlsRawLogGroupListList
+from ...http import invalid_parameter
 from .call import TlsCall
 from .resources import ok
 
@@ -38,10 +38,6 @@ MAX_CONSUME_BYTES = 5 << 20  # about the most TLS answers at once
 _CONSUME_COMPRESSION = {"lz4": Compression.LZ4, "zlib": Compression.DEFLATE}
 _COMPRESS_TYPE = {Compression.LZ4: "lz4", Compression.DEFLATE: "zlib", Compression.NONE: ""}
 _NANOS_PER_MILLI = 1_000_000
-
-
-def _invalid(message: str) -> ServiceError:
-    return ServiceError(ErrorCode.INVALID_PARAMETER, message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +65,7 @@ class StreamAPI:
         raw_size = None
         if declared:
             if not declared.strip().isdigit():
-                raise _invalid("x-tls-bodyrawsize must be a number")
+                raise invalid_parameter("x-tls-bodyrawsize must be a number")
             raw_size = int(declared)
         limits = self.engine.limits
         raw = decompress(
@@ -109,7 +105,7 @@ class StreamAPI:
             except (TypeError, ValueError):
                 seconds = -1
             if not 0 <= seconds < 1 << 32:
-                raise _invalid("From must be begin, end or a Unix time in seconds")
+                raise invalid_parameter("From must be begin, end or a Unix time in seconds")
             at = seconds * NANOS_PER_SECOND
         position = self.engine.cursor(topic.project, topic.name, shard, at)
         return ok({"Cursor": encode_cursor(position)})
@@ -137,7 +133,7 @@ class StreamAPI:
         count = call.integer("LogGroupCount", 100, low=1, high=1000)
         wanted = (call.text("Compression", required=False) or "").lower()
         if wanted and wanted not in _CONSUME_COMPRESSION:
-            raise _invalid("Compression must be lz4 or zlib")
+            raise invalid_parameter("Compression must be lz4 or zlib")
         group = call.header("consumergroupname")
         consumer = call.header("consumername")
         if group and consumer:  # a group member's fetch: refused unless it owns the shard
