@@ -7,7 +7,10 @@ through the API as lz4 log groups of 4096 logs by 4 connections, then:
 - ingest until searchable: logs/s from the first write until the index has every log;
 - queries (medians of --runs): the rare token, ``status: 500`` counted, a 1-minute
   histogram of the day, and an SQL top-10 of paths over all logs;
-- disk: shard logs plus index, against the raw size;
+- disk: shard logs plus index, against the raw size, right after ingest and again
+  once the server's maintenance pass has compacted the sealed segments (column by
+  column, engine/columnar.py), with the pull rate of the whole corpus before and
+  after compaction (compacted log groups are rebuilt on the way out);
 - the same queries directly in DuckDB over a flat table of the same data (one typed
   column per field), and our time as a ratio to that.
 
@@ -23,6 +26,7 @@ import random
 import shutil
 import statistics
 import time
+from pathlib import Path
 
 import duckdb
 import httpx
@@ -30,6 +34,7 @@ import lz4.block
 
 from _common import create_logstore, put_groups, start_server
 from logharbor.protocol.schema import LogGroup
+from pull import pull_all
 
 DAY = 86_400
 START = 1_800_000_000 - 1_800_000_000 % DAY
@@ -125,6 +130,47 @@ def token_filter(db: duckdb.DuckDBPyConnection) -> str:
     return f"token filter {blocks * 256 / 1024:.0f} MB"
 
 
+def disk_usage(data_dir: Path) -> tuple[int, int]:
+    """Bytes of shard logs and of index files."""
+    sizes = {"shards": 0, "index": 0}
+    for p in data_dir.rglob("*"):
+        for part in sizes:
+            if p.is_file() and part in p.parts:
+                sizes[part] += p.stat().st_size
+    return sizes["shards"], sizes["index"]
+
+
+def report_disk(when: str, data_dir: Path, raw_total: int) -> None:
+    shards, index = disk_usage(data_dir)
+    disk = shards + index
+    print(
+        f"disk {when}: {disk / 1e6:.0f} MB for {raw_total / 1e6:.0f} MB raw = "
+        f"1/{raw_total / disk:.1f} (shard logs {shards / 1e6:.0f} MB, index {index / 1e6:.0f} MB)"
+    )
+
+
+def report_pull(when: str, endpoint: str, path: str) -> None:
+    raw, _wire, elapsed = asyncio.run(pull_all(endpoint, path, 2))
+    print(
+        f"pull {when}: {raw / 1e6:.0f} MB raw in {elapsed:.1f} s = {raw / elapsed / 1e6:.0f} MB/s"
+    )
+
+
+def wait_for_compaction(data_dir: Path, limit: float = 600) -> float:
+    """Seconds until every sealed segment is compacted (the server's maintenance
+    pass runs once a minute)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit:
+        pending = 0
+        for shard in (data_dir / "shards").glob("*/*"):
+            names = sorted(p.name for p in shard.glob("*.log"))
+            pending += sum(not name.endswith("-z.log") for name in names[:-1])
+        if not pending:
+            return time.perf_counter() - started
+        time.sleep(1)
+    raise SystemExit(f"sealed segments still not compacted after {limit:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logs", type=int, default=10_000_000)
@@ -194,14 +240,13 @@ def main() -> None:
             print(f"  {name}: {our_times[name] * 1e3:.0f} ms (median of {args.runs}) -> {result}")
         client.close()
         data_dir = server.data_dir
+        report_disk("right after ingest", data_dir, raw_total)
+        report_pull("before compaction", server.endpoint, path)
+        waited = wait_for_compaction(data_dir)
+        report_disk(f"after compaction (waited {waited:.0f} s)", data_dir, raw_total)
+        report_pull("after compaction", server.endpoint, path)
     finally:
         server.stop()
-    disk = sum(
-        p.stat().st_size
-        for p in data_dir.rglob("*")
-        if p.is_file() and ("shards" in p.parts or "index" in p.parts)
-    )
-    print(f"disk: {disk / 1e6:.0f} MB for {raw_total / 1e6:.0f} MB raw = 1/{raw_total / disk:.1f}")
 
     (index_file,) = (data_dir / "index").glob("*.duckdb")
     flat = duckdb.connect()

@@ -35,6 +35,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_DEPTH 100
@@ -580,6 +581,505 @@ done:
     return result;
 }
 
+
+/* ---------------------------------------------------------------- columnar */
+/*
+ * columnar_pack(data) -> bytes | None and columnar_unpack(body, raw_size) -> bytes:
+ * the column-by-column body of a log group, as logharbor/engine/columnar.py
+ * (the reference, with the layout) builds and reads it.  Both run without the GIL.
+ */
+
+#define COLUMNAR_VERSION 1
+#define COLUMNAR_MAX_NAMES 4096
+#define COLUMNAR_MAX_SCHEMAS 4096
+
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+} Buf;
+
+static int buf_reserve(Buf *b, size_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra) cap *= 2;
+    uint8_t *data = realloc(b->data, cap);
+    if (data == NULL) return -1;
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_put(Buf *b, const void *p, size_t n) {
+    if (buf_reserve(b, n) < 0) return -1;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static int buf_varint(Buf *b, uint64_t v) {
+    if (buf_reserve(b, 10) < 0) return -1;
+    b->len = (size_t)((uint8_t *)put_varint((char *)b->data + b->len, v) - b->data);
+    return 0;
+}
+
+typedef struct {
+    const uint8_t *name;
+    size_t name_len;
+    Buf lengths, values;
+} PackName;
+
+typedef struct {
+    PackName *names;
+    size_t name_count, name_cap;
+    Buf schema_keys;   /* uint32 name ids of every schema, back to back */
+    size_t *schema_at; /* start (in ids) of each schema */
+    size_t *schema_len;
+    int *schema_ns;
+    size_t schema_count, schema_cap;
+    Buf schemas, times, nanos;
+    uint32_t *key; /* the current log's name ids */
+    size_t key_len, key_cap;
+    uint64_t logs;
+} Packer;
+
+static void packer_free(Packer *k) {
+    for (size_t i = 0; i < k->name_count; i++) {
+        free(k->names[i].lengths.data);
+        free(k->names[i].values.data);
+    }
+    free(k->names);
+    free(k->schema_keys.data);
+    free(k->schema_at);
+    free(k->schema_len);
+    free(k->schema_ns);
+    free(k->schemas.data);
+    free(k->times.data);
+    free(k->nanos.data);
+    free(k->key);
+}
+
+/* -1: out of memory, -2: not canonical (pack gives None) */
+static long name_id(Packer *k, const uint8_t *name, size_t len, size_t hint) {
+    for (size_t n = 0; n < k->name_count; n++) {
+        size_t i = (hint + n) % k->name_count;
+        PackName *e = &k->names[i];
+        if (e->name_len == len && memcmp(e->name, name, len) == 0) return (long)i;
+    }
+    if (k->name_count >= COLUMNAR_MAX_NAMES) return -2;
+    if (k->name_count == k->name_cap) {
+        size_t cap = k->name_cap ? k->name_cap * 2 : 16;
+        PackName *names = realloc(k->names, cap * sizeof(PackName));
+        if (names == NULL) return -1;
+        k->names = names;
+        k->name_cap = cap;
+    }
+    PackName *e = &k->names[k->name_count];
+    memset(e, 0, sizeof(*e));
+    e->name = name;
+    e->name_len = len;
+    return (long)k->name_count++;
+}
+
+static long schema_id(Packer *k, int has_ns, long last) {
+    uint32_t *ids = (uint32_t *)k->schema_keys.data;
+    for (size_t n = 0; n < k->schema_count; n++) {
+        size_t i = last >= 0 ? ((size_t)last + n) % k->schema_count : n;
+        if (k->schema_ns[i] == has_ns && k->schema_len[i] == k->key_len &&
+            (k->key_len == 0 ||
+             memcmp(ids + k->schema_at[i], k->key, k->key_len * sizeof(uint32_t)) == 0))
+            return (long)i;
+    }
+    if (k->schema_count >= COLUMNAR_MAX_SCHEMAS) return -2;
+    if (k->schema_count == k->schema_cap) {
+        size_t cap = k->schema_cap ? k->schema_cap * 2 : 16;
+        size_t *at = realloc(k->schema_at, cap * sizeof(size_t));
+        if (at == NULL) return -1;
+        k->schema_at = at;
+        size_t *len = realloc(k->schema_len, cap * sizeof(size_t));
+        if (len == NULL) return -1;
+        k->schema_len = len;
+        int *ns = realloc(k->schema_ns, cap * sizeof(int));
+        if (ns == NULL) return -1;
+        k->schema_ns = ns;
+        k->schema_cap = cap;
+    }
+    k->schema_at[k->schema_count] = k->schema_keys.len / sizeof(uint32_t);
+    k->schema_len[k->schema_count] = k->key_len;
+    k->schema_ns[k->schema_count] = has_ns;
+    if (buf_put(&k->schema_keys, k->key, k->key_len * sizeof(uint32_t)) < 0) return -1;
+    return (long)k->schema_count++;
+}
+
+/* A canonical varint at p (minimal length); NULL otherwise. */
+static const uint8_t *canonical_varint(const uint8_t *p, const uint8_t *end, uint64_t *out) {
+    const uint8_t *q = read_varint(p, end, out);
+    if (q == NULL || (q - p) != varint_size(*out)) return NULL;
+    return q;
+}
+
+static int pack_log(Packer *k, const uint8_t *p, const uint8_t *end, uint64_t *previous,
+                    long *last_schema) {
+    uint64_t time, len;
+    if (p >= end || *p != 0x08) return -2;
+    p = canonical_varint(p + 1, end, &time);
+    if (p == NULL || time > UINT32_MAX) return -2;
+    k->key_len = 0;
+    while (p < end && *p == 0x12) {
+        p = canonical_varint(p + 1, end, &len);
+        if (p == NULL || len > (uint64_t)(end - p)) return -2;
+        const uint8_t *content_end = p + len;
+        uint64_t name_len, value_len;
+        if (p >= content_end || *p != 0x0a) return -2;
+        p = canonical_varint(p + 1, content_end, &name_len);
+        if (p == NULL || name_len > (uint64_t)(content_end - p)) return -2;
+        const uint8_t *name = p;
+        p += name_len;
+        if (p >= content_end || *p != 0x12) return -2;
+        p = canonical_varint(p + 1, content_end, &value_len);
+        if (p == NULL || value_len != (uint64_t)(content_end - p)) return -2;
+        size_t hint = k->key_len;
+        if (*last_schema >= 0 && k->key_len < k->schema_len[*last_schema])
+            hint = ((uint32_t *)k->schema_keys.data)[k->schema_at[*last_schema] + k->key_len];
+        long id = name_id(k, name, (size_t)name_len, hint);
+        if (id < 0) return (int)id;
+        if (k->key_len == k->key_cap) {
+            size_t cap = k->key_cap ? k->key_cap * 2 : 32;
+            uint32_t *key = realloc(k->key, cap * sizeof(uint32_t));
+            if (key == NULL) return -1;
+            k->key = key;
+            k->key_cap = cap;
+        }
+        k->key[k->key_len++] = (uint32_t)id;
+        PackName *e = &k->names[id];
+        if (buf_varint(&e->lengths, value_len) < 0 || buf_put(&e->values, p, (size_t)value_len) < 0)
+            return -1;
+        p = content_end;
+    }
+    int has_ns = 0;
+    if (p < end && *p == 0x25) {
+        if (end - p < 5) return -2;
+        if (buf_put(&k->nanos, p + 1, 4) < 0) return -1;
+        has_ns = 1;
+        p += 5;
+    }
+    if (p != end) return -2;
+    long id = schema_id(k, has_ns, *last_schema);
+    if (id < 0) return (int)id;
+    *last_schema = id;
+    int64_t delta = (int64_t)time - (int64_t)*previous;
+    *previous = time;
+    if (buf_varint(&k->schemas, (uint64_t)id) < 0 ||
+        buf_varint(&k->times, ((uint64_t)delta << 1) ^ (uint64_t)(delta >> 63)) < 0)
+        return -1;
+    k->logs++;
+    return 0;
+}
+
+/* 0: packed into out, -1: out of memory, -2: not canonical */
+static int pack_group(const uint8_t *start, const uint8_t *end, Buf *out) {
+    Packer k;
+    memset(&k, 0, sizeof(k));
+    Walker w = {start, NULL, 0, 0};
+    const uint8_t *p = start, *run_start = NULL, *run_end = NULL;
+    uint64_t previous = 0;
+    long last_schema = -1;
+    int r = 0;
+    while (p < end) {
+        const uint8_t *field_start = p;
+        if (*p == 0x0a) {
+            uint64_t len;
+            if (run_start != NULL && run_end != field_start) {
+                r = -2;
+                break;
+            }
+            p = read_varint(p + 1, end, &len);
+            if (p == NULL || len > (uint64_t)(end - p)) {
+                r = -2;
+                break;
+            }
+            r = pack_log(&k, p, p + len, &previous, &last_schema);
+            if (r < 0) break;
+            if (run_start == NULL) run_start = field_start;
+            run_end = p = p + len;
+            continue;
+        }
+        Field f;
+        if (next_field(&w, &p, end, &f, 0) != 1) {
+            r = -2;
+            break;
+        }
+    }
+    if (r == 0 && k.logs == 0) r = -2;
+    if (r == 0) {
+        size_t prefix = (size_t)(run_start - start), suffix = (size_t)(end - run_end);
+        if (buf_varint(out, COLUMNAR_VERSION) < 0 || buf_varint(out, k.logs) < 0 ||
+            buf_varint(out, prefix) < 0 || buf_put(out, start, prefix) < 0 ||
+            buf_varint(out, suffix) < 0 || buf_put(out, run_end, suffix) < 0 ||
+            buf_varint(out, k.name_count) < 0)
+            r = -1;
+        for (size_t i = 0; r == 0 && i < k.name_count; i++)
+            if (buf_varint(out, k.names[i].name_len) < 0 ||
+                buf_put(out, k.names[i].name, k.names[i].name_len) < 0)
+                r = -1;
+        if (r == 0 && buf_varint(out, k.schema_count) < 0) r = -1;
+        uint32_t *ids = (uint32_t *)k.schema_keys.data;
+        for (size_t i = 0; r == 0 && i < k.schema_count; i++) {
+            if (buf_varint(out, (uint64_t)k.schema_ns[i]) < 0 ||
+                buf_varint(out, k.schema_len[i]) < 0)
+                r = -1;
+            for (size_t j = 0; r == 0 && j < k.schema_len[i]; j++)
+                if (buf_varint(out, ids[k.schema_at[i] + j]) < 0) r = -1;
+        }
+        if (r == 0 && (buf_varint(out, k.schemas.len) < 0 || buf_varint(out, k.times.len) < 0 ||
+                       buf_varint(out, k.nanos.len) < 0))
+            r = -1;
+        for (size_t i = 0; r == 0 && i < k.name_count; i++)
+            if (buf_varint(out, k.names[i].lengths.len) < 0 ||
+                buf_varint(out, k.names[i].values.len) < 0)
+                r = -1;
+        if (r == 0 && (buf_put(out, k.schemas.data, k.schemas.len) < 0 ||
+                       buf_put(out, k.times.data, k.times.len) < 0 ||
+                       buf_put(out, k.nanos.data, k.nanos.len) < 0))
+            r = -1;
+        for (size_t i = 0; r == 0 && i < k.name_count; i++)
+            if (buf_put(out, k.names[i].lengths.data, k.names[i].lengths.len) < 0 ||
+                buf_put(out, k.names[i].values.data, k.names[i].values.len) < 0)
+                r = -1;
+    }
+    packer_free(&k);
+    return r;
+}
+
+static PyObject *columnar_pack(PyObject *module, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    Buf out = {NULL, 0, 0};
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    r = pack_group((const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len, &out);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *result = NULL;
+    if (r == 0) result = PyBytes_FromStringAndSize((const char *)out.data, (Py_ssize_t)out.len);
+    else if (r == -1) PyErr_NoMemory();
+    else result = Py_NewRef(Py_None);
+    free(out.data);
+    return result;
+}
+
+typedef struct {
+    const uint8_t *at, *end; /* a stream being consumed */
+} Stream;
+
+typedef struct {
+    const uint8_t *name;
+    uint64_t name_len;
+    Stream lengths, values;
+} UnpackName;
+
+typedef struct {
+    int has_ns;
+    uint64_t count;
+    const uint8_t *ids; /* count varints */
+} UnpackSchema;
+
+static inline int stream_varint(Stream *s, uint64_t *v) {
+    const uint8_t *p = read_varint(s->at, s->end, v);
+    if (p == NULL) return -1;
+    s->at = p;
+    return 0;
+}
+
+/* Writes into out[0:raw_size]; returns NULL on success or a static error. */
+static const char *unpack_group(const uint8_t *p, const uint8_t *end, uint8_t *out,
+                                uint64_t raw_size) {
+    Stream head = {p, end};
+    uint64_t version, logs, prefix, suffix, name_count, schema_count;
+    const char *error = "truncated columnar body";
+    UnpackName *names = NULL;
+    UnpackSchema *schemas = NULL;
+    Buf scratch = {NULL, 0, 0};
+    if (stream_varint(&head, &version) < 0) return error;
+    if (version != COLUMNAR_VERSION) return "unknown columnar version";
+    if (stream_varint(&head, &logs) < 0 || stream_varint(&head, &prefix) < 0 ||
+        prefix > (uint64_t)(head.end - head.at))
+        return error;
+    const uint8_t *prefix_at = head.at;
+    head.at += prefix;
+    if (stream_varint(&head, &suffix) < 0 || suffix > (uint64_t)(head.end - head.at)) return error;
+    const uint8_t *suffix_at = head.at;
+    head.at += suffix;
+    if (stream_varint(&head, &name_count) < 0) return error;
+    if (name_count > COLUMNAR_MAX_NAMES) return "too many columnar keys";
+    names = calloc(name_count ? name_count : 1, sizeof(UnpackName));
+    if (names == NULL) return "out of memory";
+    for (uint64_t i = 0; i < name_count; i++) {
+        if (stream_varint(&head, &names[i].name_len) < 0 ||
+            names[i].name_len > (uint64_t)(head.end - head.at))
+            goto fail;
+        names[i].name = head.at;
+        head.at += names[i].name_len;
+    }
+    if (stream_varint(&head, &schema_count) < 0) goto fail;
+    if (schema_count > COLUMNAR_MAX_SCHEMAS) {
+        error = "too many columnar schemas";
+        goto fail;
+    }
+    schemas = calloc(schema_count ? schema_count : 1, sizeof(UnpackSchema));
+    if (schemas == NULL) {
+        error = "out of memory";
+        goto fail;
+    }
+    for (uint64_t i = 0; i < schema_count; i++) {
+        uint64_t flags, id;
+        if (stream_varint(&head, &flags) < 0 || stream_varint(&head, &schemas[i].count) < 0)
+            goto fail;
+        schemas[i].has_ns = (int)(flags & 1);
+        schemas[i].ids = head.at;
+        for (uint64_t j = 0; j < schemas[i].count; j++) {
+            if (stream_varint(&head, &id) < 0) goto fail;
+            if (id >= name_count) {
+                error = "schema names an unknown key";
+                goto fail;
+            }
+        }
+    }
+    uint64_t sizes[3];
+    for (int i = 0; i < 3; i++)
+        if (stream_varint(&head, &sizes[i]) < 0) goto fail;
+    for (uint64_t i = 0; i < name_count; i++) {
+        uint64_t a, b;
+        if (stream_varint(&head, &a) < 0 || stream_varint(&head, &b) < 0) goto fail;
+        names[i].lengths.end = (const uint8_t *)(uintptr_t)a; /* sizes for now */
+        names[i].values.end = (const uint8_t *)(uintptr_t)b;
+    }
+    Stream streams[3];
+    const uint8_t *at = head.at;
+    for (int i = 0; i < 3; i++) {
+        if (sizes[i] > (uint64_t)(end - at)) goto fail;
+        streams[i].at = at;
+        streams[i].end = at += sizes[i];
+    }
+    for (uint64_t i = 0; i < name_count; i++) {
+        uint64_t a = (uint64_t)(uintptr_t)names[i].lengths.end;
+        uint64_t b = (uint64_t)(uintptr_t)names[i].values.end;
+        if (a > (uint64_t)(end - at)) goto fail;
+        names[i].lengths.at = at;
+        names[i].lengths.end = at += a;
+        if (b > (uint64_t)(end - at)) goto fail;
+        names[i].values.at = at;
+        names[i].values.end = at += b;
+    }
+    if (at != end) {
+        error = "columnar streams do not fill the body";
+        goto fail;
+    }
+    error = "columnar body does not rebuild the declared log group";
+    uint8_t *o = out, *oend = out + raw_size;
+    if (prefix > (uint64_t)(oend - o)) goto fail;
+    memcpy(o, prefix_at, prefix);
+    o += prefix;
+    uint64_t time = 0;
+    for (uint64_t n = 0; n < logs; n++) {
+        uint64_t sid, zigzag;
+        if (stream_varint(&streams[0], &sid) < 0 || sid >= schema_count ||
+            stream_varint(&streams[1], &zigzag) < 0)
+            goto fail;
+        UnpackSchema *schema = &schemas[sid];
+        time += (uint64_t)((int64_t)(zigzag >> 1) ^ -(int64_t)(zigzag & 1));
+        if (time > UINT32_MAX) goto fail;
+        /* the log's body goes to a scratch buffer first: its length comes before it */
+        scratch.len = 0;
+        if (buf_reserve(&scratch, 11) < 0) {
+            error = "out of memory";
+            goto fail;
+        }
+        scratch.data[scratch.len++] = 0x08;
+        scratch.len = (size_t)((uint8_t *)put_varint((char *)scratch.data + scratch.len, time) -
+                               scratch.data);
+        Stream ids = {schema->ids, end};
+        for (uint64_t j = 0; j < schema->count; j++) {
+            uint64_t id, len;
+            stream_varint(&ids, &id); /* checked above */
+            UnpackName *e = &names[id];
+            if (stream_varint(&e->lengths, &len) < 0 ||
+                len > (uint64_t)(e->values.end - e->values.at))
+                goto fail;
+            uint64_t inner =
+                2 + (uint64_t)varint_size(e->name_len) + e->name_len + (uint64_t)varint_size(len) + len;
+            if (inner > raw_size || buf_reserve(&scratch, 11 + (size_t)inner) < 0) goto fail;
+            uint8_t *q = scratch.data + scratch.len;
+            *q++ = 0x12;
+            q = (uint8_t *)put_varint((char *)q, inner);
+            *q++ = 0x0a;
+            q = (uint8_t *)put_varint((char *)q, e->name_len);
+            memcpy(q, e->name, e->name_len);
+            q += e->name_len;
+            *q++ = 0x12;
+            q = (uint8_t *)put_varint((char *)q, len);
+            memcpy(q, e->values.at, len);
+            q += len;
+            e->values.at += len;
+            scratch.len = (size_t)(q - scratch.data);
+        }
+        if (schema->has_ns) {
+            if (streams[2].end - streams[2].at < 4 || buf_reserve(&scratch, 5) < 0) goto fail;
+            scratch.data[scratch.len++] = 0x25;
+            memcpy(scratch.data + scratch.len, streams[2].at, 4);
+            scratch.len += 4;
+            streams[2].at += 4;
+        }
+        if (1 + (uint64_t)varint_size(scratch.len) + scratch.len > (uint64_t)(oend - o)) goto fail;
+        *o++ = 0x0a;
+        o = (uint8_t *)put_varint((char *)o, scratch.len);
+        memcpy(o, scratch.data, scratch.len);
+        o += scratch.len;
+    }
+    if (suffix != (uint64_t)(oend - o)) goto fail;
+    memcpy(o, suffix_at, suffix);
+    for (int i = 0; i < 3; i++)
+        if (streams[i].at != streams[i].end) goto fail;
+    for (uint64_t i = 0; i < name_count; i++)
+        if (names[i].lengths.at != names[i].lengths.end ||
+            names[i].values.at != names[i].values.end)
+            goto fail;
+    error = NULL;
+fail:
+    free(names);
+    free(schemas);
+    free(scratch.data);
+    return error;
+}
+
+static PyObject *columnar_unpack(PyObject *module, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t raw_size;
+    if (!PyArg_ParseTuple(args, "y*n", &view, &raw_size)) return NULL;
+    if (raw_size < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "negative raw size");
+        return NULL;
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, raw_size);
+    if (result == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const char *error;
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS
+    error = unpack_group((const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len, out,
+                         (uint64_t)raw_size);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (error != NULL) {
+        Py_DECREF(result);
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"validate_log_group", validate_log_group, METH_O,
      "validate_log_group(data) -> number of logs; ValueError if malformed."},
@@ -587,6 +1087,10 @@ static PyMethodDef methods[] = {
      "decode_log_group(data, columns, row) -> (times, topic, source, tags)."},
     {"encode_log", encode_log, METH_VARARGS,
      "encode_log(contents, time_ns) -> one LogGroup.Logs entry as bytes."},
+    {"columnar_pack", columnar_pack, METH_O,
+     "columnar_pack(data) -> the columnar body of a log group, or None."},
+    {"columnar_unpack", columnar_unpack, METH_VARARGS,
+     "columnar_unpack(body, raw_size) -> the log group it rebuilds; ValueError if corrupt."},
     {NULL, NULL, 0, NULL},
 };
 

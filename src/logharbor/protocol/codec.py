@@ -257,7 +257,7 @@ def encode_frame(
     received_ns: int,
     raw_size: int,
     log_count: int,
-    compression: Compression,
+    compression: int,  # a Compression, or a storage-only code (engine/shardlog.py)
     payload: bytes,
 ) -> bytes:
     header_tail = FRAME_HEADER.pack(

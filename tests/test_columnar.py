@@ -1,0 +1,178 @@
+"""Sealed log groups are stored column by column, and rebuilt byte for byte.
+
+``logharbor.engine.columnar`` turns a serialized LogGroup into one stream per key
+(plus times, nanoseconds and a key sequence per log) and back.  It is exact or
+declines: a group it cannot rebuild byte for byte gets None from ``pack`` and is
+stored as it was.  The C speedups and the Python reference must agree on every
+input, crafted or mutated, and a corrupt body must be an error, never a crash or
+wrong bytes of the right length.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import zstandard
+
+from groups import log_group_bytes
+from logharbor._native import speedups
+from logharbor.engine import columnar
+from logharbor.protocol.codec import encode_varint, length_delimited
+
+ZSTD = zstandard.ZstdCompressor(level=3)
+
+
+def access_log_group(count: int, seed: int = 1) -> bytes:
+    rng = random.Random(seed)
+    return log_group_bytes(
+        *(
+            {
+                "method": rng.choice(["GET", "POST"]),
+                "status": rng.choice(["200", "404", "500"]),
+                "request_id": f"{rng.getrandbits(64):016x}",
+                "message": f"served in {rng.randrange(900)}ms",
+            }
+            for _ in range(count)
+        ),
+        topic="nginx",
+        source="10.0.0.1",
+        tags={"host": "web-1"},
+        time_ns=123_456_789,
+    )
+
+
+def implementations() -> list[tuple[str, object, object]]:
+    found = [("python", columnar._pack_python, columnar._unpack_python)]
+    if speedups is not None:
+        found.append(("c", speedups.columnar_pack, speedups.columnar_unpack))
+    return found
+
+
+@pytest.fixture(params=implementations(), ids=lambda impl: impl[0])
+def codec(request: pytest.FixtureRequest) -> tuple[object, object]:
+    _name, pack, unpack = request.param
+    return pack, unpack
+
+
+def roundtrip(codec: tuple[object, object], raw: bytes) -> bytes | None:
+    pack, unpack = codec
+    body = pack(raw)  # type: ignore[operator]
+    if body is None:
+        return None
+    return unpack(body, len(raw))  # type: ignore[operator,no-any-return]
+
+
+def test_an_access_log_group_is_rebuilt_exactly_and_stored_smaller_than_zstd() -> None:
+    raw = access_log_group(2000)
+    stored = columnar.pack(raw, ZSTD)
+    assert stored is not None
+    assert columnar.unpack(stored, len(raw)) == raw
+    assert len(stored) < 0.8 * len(ZSTD.compress(raw))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        log_group_bytes({"a": "1"}),  # no topic, source, tags or nanoseconds
+        log_group_bytes({"k": "v", "x": ""}, {"x": "1", "k": "2"}, {}),  # mixed key sequences
+        log_group_bytes({"é": "ünïcode ✓", "": "empty key"}, time=0),
+        log_group_bytes({"big": "x" * 300}, time=2**32 - 1, time_ns=999_999_999),
+        # a key repeated inside one log (protobuf allows it)
+        length_delimited(0x0A, b"\x08\x01" + length_delimited(0x12, b"\x0a\x01k\x12\x011") * 2),
+    ],
+    ids=["minimal", "mixed-schemas", "unicode", "large-values", "repeated-key"],
+)
+def test_shapes_are_rebuilt_exactly(codec: tuple[object, object], raw: bytes) -> None:
+    assert roundtrip(codec, raw) == raw
+
+
+def test_times_may_go_back_and_forth(codec: tuple[object, object]) -> None:
+    logs = [
+        length_delimited(
+            0x0A, b"\x08" + encode_varint(t) + length_delimited(0x12, b"\x0a\x01k\x12\x00")
+        )
+        for t in (1_700_000_000, 5, 2**32 - 1, 0, 1_700_000_000)
+    ]
+    raw = b"".join(logs)
+    assert roundtrip(codec, raw) == raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",  # no logs: nothing to gain
+        length_delimited(0x1A, b"topic only"),
+        # Time_ns before the contents: valid protobuf, not the canonical order
+        length_delimited(
+            0x0A, b"\x08\x01\x25\x01\x00\x00\x00" + length_delimited(0x12, b"\x0a\x01k\x12\x01v")
+        ),
+        # an unknown field inside a Log
+        length_delimited(0x0A, b"\x08\x01\x30\x05"),
+        # a non-minimal varint for the time
+        length_delimited(0x0A, b"\x08\x81\x00"),
+        # logs in two runs, split by the topic
+        length_delimited(0x0A, b"\x08\x01")
+        + length_delimited(0x1A, b"t")
+        + length_delimited(0x0A, b"\x08\x02"),
+        # Time past uint32
+        length_delimited(0x0A, b"\x08" + encode_varint(2**32)),
+    ],
+    ids=[
+        "empty",
+        "no-logs",
+        "ns-first",
+        "unknown-field",
+        "long-varint",
+        "two-runs",
+        "time-overflow",
+    ],
+)
+def test_groups_that_cannot_be_rebuilt_exactly_are_declined(
+    codec: tuple[object, object], raw: bytes
+) -> None:
+    pack, _unpack = codec
+    assert pack(raw) is None  # type: ignore[operator]
+    assert columnar.pack(raw, ZSTD) is None
+
+
+@pytest.mark.skipif(speedups is None, reason="the C speedups are not built")
+def test_c_and_python_agree_on_mutated_groups_and_bodies() -> None:
+    rng = random.Random(5)
+    groups = [access_log_group(50, seed) for seed in range(4)]
+    bodies = [columnar._pack_python(g) for g in groups]
+    for i in range(2000):
+        raw = bytearray(groups[i % 4])
+        for _ in range(rng.randrange(1, 4)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        mutated = bytes(raw[: rng.randrange(len(raw) // 2, len(raw) + 1)])
+        assert speedups.columnar_pack(mutated) == columnar._pack_python(mutated)
+
+        body = bytearray(bodies[i % 4])  # type: ignore[arg-type]
+        body[rng.randrange(len(body))] ^= 1 << rng.randrange(8)
+        if i % 3 == 0:
+            body = body[: rng.randrange(len(body))]
+        results = []
+        for unpack in (speedups.columnar_unpack, columnar._unpack_python):
+            try:
+                results.append(unpack(bytes(body), len(groups[i % 4])))
+            except ValueError:
+                results.append("error")
+        assert results[0] == results[1]
+
+
+def test_a_corrupt_payload_is_an_error(codec: tuple[object, object]) -> None:
+    raw = access_log_group(100)
+    stored = columnar.pack(raw, ZSTD)
+    assert stored is not None
+    with pytest.raises(columnar.ColumnarError):
+        columnar.unpack(stored[:-5], len(raw))  # truncated zstd frame
+    with pytest.raises(columnar.ColumnarError):
+        columnar.unpack(stored, len(raw) + 1)  # not the declared size
+    _pack, unpack = codec
+    body = columnar.pack_body(raw)
+    assert body is not None
+    with pytest.raises(ValueError):
+        unpack(body + b"\x00", len(raw))  # type: ignore[operator]
+    with pytest.raises(ValueError):
+        unpack(b"\x02" + body[1:], len(raw))  # type: ignore[operator]  # unknown version
