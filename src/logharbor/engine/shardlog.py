@@ -498,6 +498,8 @@ class ShardLog:
             first = position - segment.base
             last = min(limit - segment.base, segment.count)  # exclusive
             begin_offset = segment.offsets[first]
+            if chunks and total + segment.record_end(first, size) - begin_offset > max_bytes:
+                break  # the next segment's first record would not fit
             end_index = first + 1
             while (
                 end_index < last
@@ -505,13 +507,31 @@ class ShardLog:
             ):
                 end_index += 1
             end_offset = segment.record_end(end_index - 1, size)
-            with open(segment.path, "rb", buffering=0) as f:
+            try:
+                f = open(segment.path, "rb", buffering=0)  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                # compaction swapped the segment for its copy (same positions): go on
+                # from here with the copy; retention deleting it restarts the read
+                with self._lock:
+                    swapped = [s for s in self._segments if s.base == segment.base]
+                if not swapped or swapped[0] is segment or not swapped[0].compacted:
+                    raise
+                segments[index], sizes[index] = swapped[0], swapped[0].size
+                continue
+            with f:
                 data = os.pread(f.fileno(), end_offset - begin_offset, begin_offset)
             if len(data) != end_offset - begin_offset:
                 raise ServiceError(ErrorCode.INTERNAL, f"short read in {segment.path}")
-            chunks.append(_rebuild_columnar(data, segment.path) if segment.compacted else data)
-            total += len(data)
             position = segment.base + end_index
+            if segment.compacted:  # rebuilt records are larger than stored ones
+                data = _rebuild_columnar(data, segment.path)
+                if total + len(data) > max_bytes:  # full: keep what fits and stop
+                    data, kept = _first_frames(data, max_bytes - total, at_least_one=not chunks)
+                    position = segment.base + first + kept
+                    chunks.append(data)
+                    break
+            chunks.append(data)
+            total += len(data)
             if total >= max_bytes:
                 break
         frames = b"".join(chunks) if len(chunks) != 1 else chunks[0]
@@ -575,6 +595,18 @@ def _compact_record(
         if len(zstd) < len(best):
             best, best_comp = zstd, Compression.ZSTD
     return best, best_comp
+
+
+def _first_frames(data: bytes, room: int, *, at_least_one: bool) -> tuple[bytes, int]:
+    """The leading records of ``data`` that fit in ``room`` bytes, and their count."""
+    offset = count = 0
+    while offset < len(data):
+        end = offset + FRAME_HEADER_SIZE + FRAME_HEADER.unpack_from(data, offset)[1]
+        if end > room and not (at_least_one and count == 0):
+            break
+        offset = end
+        count += 1
+    return data[:offset], count
 
 
 def _rebuild_columnar(data: bytes, path: Path) -> bytes:
