@@ -8,6 +8,7 @@ protocol, authenticate, call the engine and render what it returns or the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ from .index.store import IndexStore, index_deleted
 from .ingest import IngestPool, Limits, PreparedGroup
 from .names import check_description, check_name
 from .runtime import LogstoreRuntime
-from .shardlog import Segment, ShardLog
+from .shardlog import CompactionStatistics, Segment, ShardLog
 from .types import (
     NANOS_PER_DAY,
     NANOS_PER_SECOND,
@@ -116,6 +117,7 @@ class Engine:
         self._stores: dict[tuple[str, str], LogstoreRuntime] = {}
         self._indexes: dict[str, IndexStore] = {}
         self._deletion_listeners: list[Callable[[str, str | None], None]] = []
+        self.compaction = CompactionStatistics()  # updated by the maintenance thread
         self._load()
         for uid in self.catalog.index_configs():
             self._open_index(uid)
@@ -695,6 +697,22 @@ class Engine:
             )
         return Indexer.lag(IndexedLogstore(store, _shards_of(runtime)))
 
+    def storage(self) -> list[tuple[str, str, int, int]]:
+        """(project, logstore, bytes of shard logs, bytes of index) of every logstore."""
+        with self._lock:
+            stores = list(self._stores.values())
+            indexes = dict(self._indexes)
+        found = []
+        for runtime in stores:
+            shards = sum(shard.stored_bytes for shard in list(runtime.shards.values()))
+            index = indexes.get(runtime.info.uid)
+            index_bytes = 0
+            if index is not None:
+                with contextlib.suppress(OSError):  # deleted meanwhile
+                    index_bytes = index.path.stat().st_size
+            found.append((runtime.info.project, runtime.info.name, shards, index_bytes))
+        return found
+
     def index_lags(self) -> list[tuple[str, str, int]]:
         """(project, logstore, log groups written but not yet searchable) of every
         indexed logstore."""
@@ -989,7 +1007,9 @@ class Engine:
                     if runtime.deleted or self._stopping.is_set():
                         return done
                     try:
-                        replacement = shard.compact(segment, level=self.config.compact_level)
+                        replacement = shard.compact(
+                            segment, level=self.config.compact_level, statistics=self.compaction
+                        )
                     except FileNotFoundError:  # the logstore was deleted meanwhile
                         continue
                     if replacement is None:

@@ -66,6 +66,18 @@ COLUMNAR = 0x10
 _SMALL_GROUP = 64 << 10
 
 
+@dataclass
+class CompactionStatistics:
+    """What compaction has done since the server started (the metrics export it)."""
+
+    segments: int = 0  # compacted copies written
+    bytes_before: int = 0  # their size as they were
+    bytes_after: int = 0  # and compacted
+    columnar: int = 0  # log groups stored column by column
+    zstd: int = 0  # log groups stored as zstd over the protobuf
+    unchanged: int = 0  # log groups kept as they were (nothing smaller found)
+
+
 @dataclass(eq=False)
 class Segment:
     base: Position
@@ -343,7 +355,13 @@ class ShardLog:
             sealed = self._segments[:-1]
             return [s for s in sealed if not s.compacted and s.count and not s.dirty]
 
-    def compact(self, segment: Segment, *, level: int = 3) -> Segment | None:
+    def compact(
+        self,
+        segment: Segment,
+        *,
+        level: int = 3,
+        statistics: CompactionStatistics | None = None,
+    ) -> Segment | None:
         """Write a compacted copy of a sealed segment beside it and sync it; returns
         it for ``swap_compacted``, or None when nothing would shrink or retention
         dropped the segment.  Runs in any thread (it only reads the segment)."""
@@ -351,6 +369,7 @@ class ShardLog:
         tmp = target.with_name(target.name + _TMP_SUFFIX)
         compressor = zstandard.ZstdCompressor(level=level)
         saved = 0
+        forms = {COLUMNAR: 0, Compression.ZSTD: 0}
         try:
             source = open(segment.path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
@@ -370,6 +389,7 @@ class ShardLog:
                     if len(packed) < len(payload):
                         saved += len(payload) - len(packed)
                         payload, comp = packed, packed_comp
+                        forms[comp] += 1
                     out.write(encode_frame(position, received, raw_size, logs, comp, payload))
                 out.flush()
                 if self.durable:
@@ -388,6 +408,13 @@ class ShardLog:
         if replacement.count != segment.count:
             target.unlink(missing_ok=True)
             raise ServiceError(ErrorCode.INTERNAL, f"compacted copy of {segment.path} differs")
+        if statistics is not None:
+            statistics.segments += 1
+            statistics.bytes_before += segment.size
+            statistics.bytes_after += replacement.size
+            statistics.columnar += forms[COLUMNAR]
+            statistics.zstd += forms[Compression.ZSTD]
+            statistics.unchanged += segment.count - forms[COLUMNAR] - forms[Compression.ZSTD]
         return replacement
 
     def swap_compacted(self, segment: Segment, replacement: Segment) -> bool:
@@ -439,6 +466,12 @@ class ShardLog:
         """The first position still kept (retention moves it forward)."""
         with self._lock:
             return self._segments[0].base if self._segments else self._committed
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of segment files, compacted or not."""
+        with self._lock:
+            return sum(s.size for s in self._segments)
 
     @property
     def end(self) -> Position:

@@ -44,6 +44,38 @@ class _EngineCollector(Collector):
         for project, logstore, behind in self.engine.index_lags():
             lag.add_metric([project, logstore], behind)
         yield lag
+        storage = GaugeMetricFamily(
+            "logharbor_storage_bytes",
+            "Bytes on disk: shard logs (kind=shards) and search index (kind=index)",
+            labels=["project", "logstore", "kind"],
+        )
+        for project, logstore, shards, index in self.engine.storage():
+            storage.add_metric([project, logstore, "shards"], shards)
+            storage.add_metric([project, logstore, "index"], index)
+        yield storage
+        compaction = self.engine.compaction
+        yield CounterMetricFamily(
+            "logharbor_compacted_segments",
+            "Sealed segments compacted",
+            value=compaction.segments,
+        )
+        sizes = CounterMetricFamily(
+            "logharbor_compacted_bytes",
+            "Size of the compacted segments before and after compaction",
+            labels=["stage"],
+        )
+        sizes.add_metric(["before"], compaction.bytes_before)
+        sizes.add_metric(["after"], compaction.bytes_after)
+        yield sizes
+        forms = CounterMetricFamily(
+            "logharbor_compacted_log_groups",
+            "Log groups of compacted segments, by how they are stored",
+            labels=["form"],
+        )
+        forms.add_metric(["columnar"], compaction.columnar)
+        forms.add_metric(["zstd"], compaction.zstd)
+        forms.add_metric(["unchanged"], compaction.unchanged)
+        yield forms
 
 
 class Metrics:
