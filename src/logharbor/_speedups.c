@@ -590,8 +590,8 @@ done:
  */
 
 #define COLUMNAR_VERSION 1
-#define COLUMNAR_MAX_NAMES 4096
-#define COLUMNAR_MAX_SCHEMAS 4096
+#define COLUMNAR_MAX_NAMES 256 /* more: not worth it (and lookups are linear) */
+#define COLUMNAR_MAX_SCHEMAS 1024
 
 typedef struct {
     uint8_t *data;

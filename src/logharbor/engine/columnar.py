@@ -43,8 +43,8 @@ import zstandard
 from .._native import speedups
 
 VERSION = 1
-_MAX_NAMES = 4096  # more distinct keys or key sequences than this: not worth it
-_MAX_SCHEMAS = 4096
+_MAX_NAMES = 256  # more distinct keys or key sequences than this: not worth it
+_MAX_SCHEMAS = 1024
 _TIME_LIMIT = 1 << 32  # Log.Time is a uint32
 
 

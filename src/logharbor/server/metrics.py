@@ -59,23 +59,30 @@ class _EngineCollector(Collector):
             "Sealed segments compacted",
             value=compaction.segments,
         )
-        sizes = CounterMetricFamily(
+        yield _counters(
             "logharbor_compacted_bytes",
             "Size of the compacted segments before and after compaction",
-            labels=["stage"],
+            "stage",
+            {"before": compaction.bytes_before, "after": compaction.bytes_after},
         )
-        sizes.add_metric(["before"], compaction.bytes_before)
-        sizes.add_metric(["after"], compaction.bytes_after)
-        yield sizes
-        forms = CounterMetricFamily(
+        yield _counters(
             "logharbor_compacted_log_groups",
             "Log groups of compacted segments, by how they are stored",
-            labels=["form"],
+            "form",
+            {
+                "columnar": compaction.columnar,
+                "zstd": compaction.zstd,
+                "unchanged": compaction.unchanged,
+            },
         )
-        forms.add_metric(["columnar"], compaction.columnar)
-        forms.add_metric(["zstd"], compaction.zstd)
-        forms.add_metric(["unchanged"], compaction.unchanged)
-        yield forms
+
+
+def _counters(name: str, text: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    """One counter family with a sample per value of ``label``."""
+    family = CounterMetricFamily(name, text, labels=[label])
+    for value, count in values.items():
+        family.add_metric([value], count)
+    return family
 
 
 class Metrics:
