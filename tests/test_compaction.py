@@ -330,3 +330,34 @@ def test_disk_use_and_compaction_are_metrics(
     assert 0 < after < before / 2
     on_disk = sum(p.stat().st_size for p in (server.data_dir / "shards").rglob("*.log"))
     assert metric('logharbor_storage_bytes{kind="shards",logstore="ls",project="prj"}') == on_disk
+
+
+def test_a_quiet_shard_is_sealed_by_age_compacted_and_expires_on_time(tmp_path: Path) -> None:
+    """A shard that takes a few writes an hour never fills a segment: its segment
+    is sealed once its oldest log group is ``segment_seconds`` old, so the data
+    is compacted and leaves at its TTL, not when a large segment expires as a whole."""
+    now = [1_800_000_000 * NANOS_PER_SECOND]
+    hour = 3600 * NANOS_PER_SECOND
+    engine = Engine(
+        config(tmp_path / "e", segment_bytes=128 << 20, clock=lambda: now[0], segment_seconds=3600)
+    )
+    try:
+        engine.create_project("prj")
+        engine.create_logstore("prj", "ls", shard_count=1, ttl=1)
+        write(engine, 3)
+        now[0] += hour // 2
+        assert engine.run_compaction() == 0  # not old enough yet
+        assert len(shard_files(tmp_path / "e")) == 1
+
+        now[0] += hour
+        assert engine.run_compaction() == 1  # sealed, then compacted in the same pass
+        write(engine, 2)  # goes to the new segment
+        files = shard_files(tmp_path / "e")
+        assert [p.name.endswith(COMPACT_SUFFIX) for p in files] == [True, False]
+        assert set(stored_compressions(files[0])) == {COLUMNAR}
+
+        now[0] += NANOS_PER_DAY - hour  # the first three groups are past their TTL
+        assert engine.run_retention() == 3
+        assert [position for position, *_ in snapshot(engine)] == [3, 4]
+    finally:
+        engine.close()

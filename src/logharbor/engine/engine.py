@@ -76,6 +76,9 @@ class EngineConfig:
     data_dir: Path
     limits: Limits = field(default_factory=Limits)
     segment_bytes: int = 128 << 20
+    # a segment is also sealed once its oldest record is this old (at the next
+    # maintenance pass), so quiet shards get compacted and expire on time
+    segment_seconds: float = 3600.0
     max_pending_bytes: int = 256 << 20
     submit_timeout: float = 10.0
     retention_interval: float = 60.0  # seconds between maintenance passes
@@ -991,15 +994,25 @@ class Engine:
         return dropped
 
     def run_compaction(self) -> int:
-        """Re-compress sealed segments with zstd; returns how many were compacted.
+        """Seal segments older than ``segment_seconds``, then compact the sealed ones
+        (column by column, or zstd); returns how many were compacted.
 
-        Each copy is written and synced in this (maintenance) thread; the swap runs
-        on the commit thread, in order with writes and retention.
+        Each copy is written and synced in this (maintenance) thread; sealing and the
+        swap run on the commit thread, in order with writes and retention.
         """
-        if self.config.compact_level <= 0:
-            return 0
         with self._lock:
             stores = list(self._stores.values())
+        cutoff = self.clock() - int(self.config.segment_seconds * NANOS_PER_SECOND)
+
+        def seal_old() -> None:
+            for runtime in stores:
+                if not runtime.deleted:
+                    for shard in list(runtime.shards.values()):
+                        shard.seal_if_older(cutoff)
+
+        self.commit.run(seal_old)
+        if self.config.compact_level <= 0:
+            return 0
         done = 0
         for runtime in stores:
             for shard in list(runtime.shards.values()):

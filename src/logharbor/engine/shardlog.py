@@ -306,6 +306,19 @@ class ShardLog:
         self.readonly = True
         return self._next
 
+    def seal_if_older(self, cutoff: Nanos) -> bool:
+        """Seal the active segment if its first record was received before
+        ``cutoff`` (the writer calls this), so that a quiet shard's data is compacted
+        and expires on time instead of waiting for the segment to fill."""
+        with self._lock:
+            active = self._segments[-1] if self._segments else None
+        if active is None or not active.count or active.dirty or active.received[0] >= cutoff:
+            return False
+        self.roll()
+        if self.readonly:
+            self._close_active()
+        return True
+
     def detach_expired(self, cutoff: Nanos) -> list[Segment]:
         """Take the segments whose every record was received before ``cutoff`` out
         of the shard (readers no longer see them); ``discard`` deletes their files.

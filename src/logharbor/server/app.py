@@ -59,6 +59,7 @@ def build_server(config: ServerConfig) -> Server:
             data_dir=config.data_dir,
             limits=Limits(max_body_bytes=config.max_body_bytes, max_raw_bytes=config.max_raw_bytes),
             segment_bytes=config.segment_bytes,
+            segment_seconds=config.segment_seconds,
             compact_level=config.compact_level,
             max_pending_bytes=config.max_pending_bytes,
             retention_interval=config.retention_interval,

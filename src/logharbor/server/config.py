@@ -40,7 +40,8 @@ class ServerConfig:
     retention_interval: float = 60.0
     clock_skew_seconds: int = 900
     segment_bytes: int = 128 << 20
-    compact_level: int = 3  # zstd level for sealed segments; 0: keep them as written
+    segment_seconds: float = 3600.0  # also sealed once its oldest log group is this old
+    compact_level: int = 3  # zstd level of compacted segments; 0: keep them as written
     max_pending_bytes: int = 256 << 20
     ingest_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
     query_timeout: float = 30.0  # seconds
