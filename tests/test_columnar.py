@@ -11,6 +11,7 @@ wrong bytes of the right length.
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import pytest
 import zstandard
@@ -185,3 +186,59 @@ def test_groups_with_very_many_distinct_keys_are_declined(codec: tuple[object, o
     assert pack(wide) is None  # type: ignore[operator]
     narrow = log_group_bytes({f"key{i}": "v" for i in range(256)})
     assert roundtrip(codec, narrow) == narrow
+
+
+def test_a_longer_than_needed_logs_length_or_tag_is_declined_or_exact(
+    codec: tuple[object, object],
+) -> None:
+    # valid protobuf that ingest accepts, but a rebuild would write the short form
+    log = b"\x08\x01" + length_delimited(0x12, b"\x0a\x01k\x12\x01v")
+    long_length = b"\x0a" + bytes([len(log) | 0x80, 0x00]) + log
+    long_tag = b"\x8a\x00" + encode_varint(len(log)) + log
+    pack, _unpack = codec
+    assert pack(long_length) is None  # type: ignore[operator]
+    for raw in (long_length, long_tag, long_tag + length_delimited(0x0A, log)):
+        assert roundtrip(codec, raw) in (None, raw)
+        stored = columnar.pack(raw, ZSTD)
+        assert stored is None or columnar.unpack(stored, len(raw)) == raw
+
+
+def test_groups_with_unknown_group_fields_are_declined(codec: tuple[object, object]) -> None:
+    raw = length_delimited(0x0A, b"\x08\x01") + b"\x0b\x0c"  # field 1 as a start/end group
+    pack, _unpack = codec
+    assert pack(raw) is None  # type: ignore[operator]
+
+
+def body(*varints: int, tail: bytes = b"") -> bytes:
+    return b"".join(encode_varint(v) for v in varints) + tail
+
+
+def test_a_body_repeating_a_long_key_cannot_blow_up_memory(codec: tuple[object, object]) -> None:
+    """A damaged body whose schema names one 10 kB key 5000 times would rebuild
+    50 MB from 15 kB: it is refused as soon as a log outgrows the declared size."""
+    name = b"k" * 10_000
+    repeats = 5_000
+    header = body(1, 1, 0, 0, 1, len(name), tail=name)
+    header += body(1, 0, repeats, *([0] * repeats))  # one schema: key 0, 5000 times
+    streams = body(0) + body(0)  # schema id 0; time delta 0
+    lengths = body(*([0] * repeats))  # 5000 empty values
+    sizes = body(1, 1, 0, len(lengths), 0)
+    damaged = header + sizes + streams + lengths
+    _pack, unpack = codec
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError):
+            unpack(damaged, 1000)  # type: ignore[operator]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # (the C code's buffers are not traced; they are bounded alike)
+
+
+def test_a_varint_past_64_bits_in_a_body_is_an_error(codec: tuple[object, object]) -> None:
+    good = columnar.pack_body(log_group_bytes({"a": "1"}))
+    assert good is not None
+    _pack, unpack = codec
+    # version 1 written as a ten-byte varint whose last byte carries bit 64
+    with pytest.raises(ValueError):
+        unpack(b"\x81" + b"\x80" * 8 + b"\x02" + good[1:], 100)  # type: ignore[operator]

@@ -361,3 +361,66 @@ def test_a_quiet_shard_is_sealed_by_age_compacted_and_expires_on_time(tmp_path: 
         assert [position for position, *_ in snapshot(engine)] == [3, 4]
     finally:
         engine.close()
+
+
+def test_a_group_with_a_longer_than_needed_length_is_kept_exact(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # valid protobuf (ingest accepts it) that the columnar form cannot rebuild
+    log = b"\x08\x01" + length_delimited(0x12, b"\x0a\x01k\x12\x01v")
+    odd = (b"\x0a" + bytes([len(log) | 0x80, 0x00]) + log) * 400
+    group = prepare_protobuf(compress(odd, Compression.LZ4), Compression.LZ4, len(odd), Limits())
+    engine.put("prj", "ls", group).result()
+    write(engine, 6)
+    before = snapshot(engine)
+
+    assert engine.run_compaction() >= 1  # the segment holding it too
+
+    assert snapshot(engine) == before
+    assert before[0][4] == odd
+    first = shard_files(tmp_path / "e")[0]
+    assert first.name.endswith(COMPACT_SUFFIX)
+    assert stored_compressions(first)[0] == Compression.ZSTD
+
+
+def test_a_damaged_segment_is_left_alone_and_the_others_are_compacted(
+    engine: Engine, tmp_path: Path
+) -> None:
+    write(engine, 12)
+    first = shard_files(tmp_path / "e")[0]
+    data = bytearray(first.read_bytes())
+    data[FRAME_HEADER_SIZE + 40] ^= 0xFF  # bit rot inside the first record
+    first.write_bytes(bytes(data))
+
+    compacted = engine.run_compaction()
+
+    assert compacted >= 2
+    files = shard_files(tmp_path / "e")
+    assert files[0] == first  # not rewritten: a new checksum would hide the damage
+    assert all(p.name.endswith(COMPACT_SUFFIX) for p in files[1:-1])
+    assert engine.run_compaction() == 0  # and not tried again on every pass
+
+
+def test_a_torn_compacted_copy_left_by_a_crash_loses_to_the_original(tmp_path: Path) -> None:
+    engine = Engine(config(tmp_path / "e", durable=False))
+    engine.create_project("prj")
+    engine.create_logstore("prj", "ls", shard_count=1)
+    write(engine, 12)
+    before = snapshot(engine)
+    originals = {p: p.read_bytes() for p in shard_files(tmp_path / "e")[:-1]}
+    engine.run_compaction()
+    engine.close()
+    # without durability the copy may not be on disk in full when the power goes
+    for path, data in originals.items():
+        path.write_bytes(data)
+    first = next(iter(originals))
+    copy = first.with_name(first.name.replace(".log", COMPACT_SUFFIX))
+    copy.write_bytes(copy.read_bytes()[:-7])
+
+    engine = Engine(config(tmp_path / "e"))
+    try:
+        assert snapshot(engine) == before
+        assert first.exists() and not copy.exists()
+        assert all(not p.exists() for p in list(originals)[1:])  # whole copies won
+    finally:
+        engine.close()

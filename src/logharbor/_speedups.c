@@ -792,7 +792,7 @@ static int pack_group(const uint8_t *start, const uint8_t *end, Buf *out) {
                 r = -2;
                 break;
             }
-            p = read_varint(p + 1, end, &len);
+            p = canonical_varint(p + 1, end, &len); /* the length a rebuild writes */
             if (p == NULL || len > (uint64_t)(end - p)) {
                 r = -2;
                 break;
@@ -802,6 +802,14 @@ static int pack_group(const uint8_t *start, const uint8_t *end, Buf *out) {
             if (run_start == NULL) run_start = field_start;
             run_end = p = p + len;
             continue;
+        }
+        uint64_t tag;
+        int wt;
+        if (read_varint(p, end, &tag) == NULL || tag > UINT32_MAX || (tag >> 3) == 0 ||
+            ((wt = (int)(tag & 7)) != WT_VARINT && wt != WT_FIXED64 && wt != WT_LEN &&
+             wt != WT_FIXED32)) {
+            r = -2; /* groups and invalid fields: as the Python packer, decline */
+            break;
         }
         Field f;
         if (next_field(&w, &p, end, &f, 0) != 1) {
@@ -885,7 +893,7 @@ typedef struct {
 
 static inline int stream_varint(Stream *s, uint64_t *v) {
     const uint8_t *p = read_varint(s->at, s->end, v);
-    if (p == NULL) return -1;
+    if (p == NULL || (p - s->at == 10 && s->at[9] > 1)) return -1; /* past 64 bits */
     s->at = p;
     return 0;
 }
@@ -1007,7 +1015,10 @@ static const char *unpack_group(const uint8_t *p, const uint8_t *end, uint8_t *o
                 goto fail;
             uint64_t inner =
                 2 + (uint64_t)varint_size(e->name_len) + e->name_len + (uint64_t)varint_size(len) + len;
-            if (inner > raw_size || buf_reserve(&scratch, 11 + (size_t)inner) < 0) goto fail;
+            /* the log must still fit what is left: a repeated long key cannot blow up */
+            if (scratch.len + 1 + (uint64_t)varint_size(inner) + inner > (uint64_t)(oend - o) ||
+                buf_reserve(&scratch, 11 + (size_t)inner) < 0)
+                goto fail;
             uint8_t *q = scratch.data + scratch.len;
             *q++ = 0x12;
             q = (uint8_t *)put_varint((char *)q, inner);

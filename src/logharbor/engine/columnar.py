@@ -63,7 +63,8 @@ def _put(out: bytearray, value: int) -> None:
 
 
 def _get(data: bytes, pos: int) -> tuple[int, int]:
-    """(value, next position) of the varint at ``pos``; IndexError past the end."""
+    """(value, next position) of the varint at ``pos`` (at most 10 bytes, as
+    protobuf reads them); IndexError past the end."""
     result = shift = 0
     while True:
         byte = data[pos]
@@ -74,6 +75,14 @@ def _get(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise ColumnarError("varint too long")
+
+
+def _get64(data: bytes, pos: int) -> tuple[int, int]:
+    """As ``_get``, for a value that must fit 64 bits (the body's own varints)."""
+    value, end = _get(data, pos)
+    if value >> 64:
+        raise ColumnarError("varint too long")
+    return value, end
 
 
 def _get_minimal(data: bytes, pos: int) -> tuple[int, int]:
@@ -118,12 +127,10 @@ class _Packer:
         previous_time = 0
         while pos < len(raw):
             field_start = pos
-            tag, pos = _get(raw, pos)
-            wire = tag & 7
-            if tag == 0x0A:  # Logs
+            if raw[pos] == 0x0A:  # Logs, with the one-byte tag and length a rebuild writes
                 if run_start >= 0 and run_end != field_start:
                     return None  # logs in two runs: keep it as it is
-                length, pos = _get(raw, pos)
+                length, pos = _get_minimal(raw, pos + 1)
                 end = pos + length
                 if end > len(raw):
                     return None
@@ -131,7 +138,12 @@ class _Packer:
                 if run_start < 0:
                     run_start = field_start
                 run_end = pos = end
-            elif wire == 0:
+                continue
+            tag, pos = _get(raw, pos)
+            wire = tag & 7
+            if tag >> 3 == 0 or tag >> 32:
+                return None  # not protobuf
+            if wire == 0:
                 _, pos = _get(raw, pos)
             elif wire == 2:
                 length, pos = _get(raw, pos)
@@ -150,7 +162,7 @@ class _Packer:
 
     def _log(self, pos: int, end: int, previous_time: int) -> int:
         raw = self.raw
-        if raw[pos] != 0x08:
+        if pos >= end or raw[pos] != 0x08:
             raise _NotCanonical
         time, pos = _get_minimal(raw, pos + 1)
         if time >= _TIME_LIMIT:
@@ -159,9 +171,11 @@ class _Packer:
         while pos < end and raw[pos] == 0x12:
             content_len, pos = _get_minimal(raw, pos + 1)
             content_end = pos + content_len
-            if raw[pos] != 0x0A:
+            if pos >= content_end or raw[pos] != 0x0A:
                 raise _NotCanonical
             name_len, pos = _get_minimal(raw, pos + 1)
+            if pos + name_len >= content_end:
+                raise _NotCanonical
             name = raw[pos : pos + name_len]
             pos += name_len
             if raw[pos] != 0x12:
@@ -240,37 +254,41 @@ def _unpack_python(body: bytes, raw_size: int) -> bytes:
 
 
 def _unpack_checked(body: bytes, raw_size: int) -> bytes:
-    version, pos = _get(body, 0)
+    version, pos = _get64(body, 0)
     if version != VERSION:
         raise ColumnarError(f"unknown columnar version {version}")
-    logs, pos = _get(body, pos)
-    length, pos = _get(body, pos)
+    logs, pos = _get64(body, pos)
+    length, pos = _get64(body, pos)
     prefix = body[pos : pos + length]
     pos += length
-    length, pos = _get(body, pos)
+    length, pos = _get64(body, pos)
     suffix = body[pos : pos + length]
     pos += length
-    count, pos = _get(body, pos)
+    count, pos = _get64(body, pos)
+    if count > _MAX_NAMES:
+        raise ColumnarError("too many columnar keys")
     names: list[bytes] = []
-    for _ in range(min(count, _MAX_NAMES + 1)):
-        length, pos = _get(body, pos)
+    for _ in range(count):
+        length, pos = _get64(body, pos)
         names.append(body[pos : pos + length])
         pos += length
-    count, pos = _get(body, pos)
+    count, pos = _get64(body, pos)
+    if count > _MAX_SCHEMAS:
+        raise ColumnarError("too many columnar schemas")
     schemas: list[tuple[bool, list[int]]] = []
-    for _ in range(min(count, _MAX_SCHEMAS + 1)):
-        flags, pos = _get(body, pos)
-        keys, pos = _get(body, pos)
+    for _ in range(count):
+        flags, pos = _get64(body, pos)
+        keys, pos = _get64(body, pos)
         ids = []
         for _ in range(min(keys, len(body))):
-            name_id, pos = _get(body, pos)
+            name_id, pos = _get64(body, pos)
             if name_id >= len(names):
                 raise ColumnarError("schema names an unknown key")
             ids.append(name_id)
         schemas.append((bool(flags & 1), ids))
     sizes = []
     for _ in range(3 + 2 * len(names)):
-        size, pos = _get(body, pos)
+        size, pos = _get64(body, pos)
         sizes.append(size)
     if pos + sum(sizes) != len(body):
         raise ColumnarError("columnar streams do not fill the body")
@@ -285,24 +303,26 @@ def _unpack_checked(body: bytes, raw_size: int) -> bytes:
     out = bytearray(prefix)
     time = 0
     for _ in range(logs):
-        schema_id, schema_pos = _get(body, schema_pos)
+        schema_id, schema_pos = _get64(body, schema_pos)
         if schema_id >= len(schemas):
             raise ColumnarError("log names an unknown schema")
         has_ns, ids = schemas[schema_id]
-        zigzag, time_pos = _get(body, time_pos)
+        zigzag, time_pos = _get64(body, time_pos)
         time += (zigzag >> 1) ^ -(zigzag & 1)
         if not 0 <= time < _TIME_LIMIT:
             raise ColumnarError("log time out of range")
         log = bytearray(b"\x08")
         _put(log, time)
         for name_id in ids:
-            length, length_pos[name_id] = _get(body, length_pos[name_id])
+            length, length_pos[name_id] = _get64(body, length_pos[name_id])
             start = value_pos[name_id]
             value_pos[name_id] = start + length
             content = keys_encoded[name_id] + _varint(length) + body[start : start + length]
             log.append(0x12)
             _put(log, len(content))
             log += content
+            if len(out) + len(log) > raw_size:  # a repeated long key cannot blow up memory
+                raise ColumnarError("columnar body does not rebuild the declared log group")
         if has_ns:
             log.append(0x25)
             log += body[ns_pos : ns_pos + 4]
@@ -356,7 +376,12 @@ def pack(raw: bytes, compressor: zstandard.ZstdCompressor) -> bytes | None:
     """``raw`` stored column by column and zstd-compressed, or None when it cannot
     be rebuilt exactly (checked by rebuilding it here)."""
     body = pack_body(raw)
-    if body is None or unpack_body(body, len(raw)) != raw:
+    if body is None:
+        return None
+    try:
+        if unpack_body(body, len(raw)) != raw:
+            return None
+    except ColumnarError:  # a group the packer misread: keep it as it is
         return None
     return bytes(compressor.compress(body))
 

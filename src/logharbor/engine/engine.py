@@ -1025,6 +1025,10 @@ class Engine:
                         )
                     except FileNotFoundError:  # the logstore was deleted meanwhile
                         continue
+                    except Exception:  # one damaged segment must not stop the others
+                        log.exception("cannot compact %s; it stays as it is", segment.path)
+                        segment.compaction_failed = True
+                        continue
                     if replacement is None:
                         continue
 
@@ -1035,7 +1039,7 @@ class Engine:
 
                     done += bool(self.commit.run(swap))
         if done:
-            log.info("compacted %d sealed segments with zstd", done)
+            log.info("compacted %d sealed segments", done)
         return done
 
     def run_auto_split(self) -> list[tuple[str, str, ShardId]]:

@@ -88,6 +88,7 @@ class Segment:
     fd: int | None = None  # open for appending while this is the active segment
     dirty: bool = False
     compacted: bool = False
+    compaction_failed: bool = False  # not tried again until a restart
 
     @property
     def count(self) -> int:
@@ -158,8 +159,8 @@ class ShardLog:
         bases = sorted(found)
         for i, base in enumerate(bases):
             compacted = found[base]
-            if compacted:  # the swap may have been cut short after the rename
-                _segment_path(self.directory, base).unlink(missing_ok=True)
+            if compacted and _segment_path(self.directory, base).exists():
+                compacted = self._settle_swap(base)
             path = _segment_path(self.directory, base, compacted=compacted)
             segment = Segment(base, path, compacted=compacted)
             self._scan(segment, verify=i == len(bases) - 1)
@@ -173,6 +174,33 @@ class ShardLog:
                     break
         self._committed = self._next
 
+    def _settle_swap(self, base: Position) -> bool:
+        """A segment and its compacted copy both exist: a crash cut the swap short.
+        Keep the copy if every record of it is whole and checks out and it has as
+        many as the original (it was synced before the rename, unless durability is
+        off), else the original; returns whether the copy was kept."""
+        original = Segment(base, _segment_path(self.directory, base))
+        copy = Segment(base, _segment_path(self.directory, base, compacted=True), compacted=True)
+        try:
+            self._scan(copy, verify=False)
+            intact = self._checksums_ok(copy)
+        except ServiceError:  # torn
+            intact = False
+        if intact:
+            with contextlib.suppress(ServiceError):  # else the original is the damaged one
+                self._scan(original, verify=False)
+                intact = copy.count == original.count
+        (original if intact else copy).path.unlink()
+        return intact
+
+    def _checksums_ok(self, segment: Segment) -> bool:
+        with open(segment.path, "rb", buffering=0) as f:
+            for i, offset in enumerate(segment.offsets):
+                crc = FRAME_HEADER.unpack(os.pread(f.fileno(), FRAME_HEADER_SIZE, offset))[0]
+                if not self._crc_ok(f.fileno(), offset, segment.record_end(i, segment.size), crc):
+                    return False
+        return True
+
     def _scan(self, segment: Segment, *, verify: bool) -> None:
         """Index a segment's records; cut a torn or corrupt tail off the newest one."""
         good_end = 0
@@ -184,7 +212,7 @@ class ShardLog:
                 crc, length, position, received, _raw, _logs, comp = FRAME_HEADER.unpack(header)
                 end = offset + FRAME_HEADER_SIZE + length
                 expected = segment.base + segment.count
-                known = comp <= max(Compression) or comp == COLUMNAR
+                known = comp <= max(Compression) or (comp == COLUMNAR and segment.compacted)
                 if end > file_size or position != expected or not known:
                     break
                 if verify and not self._crc_ok(f.fileno(), offset, end, crc):
@@ -366,7 +394,11 @@ class ShardLog:
         """Sealed segments not yet compacted (never the active one)."""
         with self._lock:
             sealed = self._segments[:-1]
-            return [s for s in sealed if not s.compacted and s.count and not s.dirty]
+            return [
+                s
+                for s in sealed
+                if not s.compacted and not s.compaction_failed and s.count and not s.dirty
+            ]
 
     def compact(
         self,
@@ -394,9 +426,14 @@ class ShardLog:
                     record = os.pread(
                         source.fileno(), segment.record_end(index, segment.size) - begin, begin
                     )
-                    _crc, length, position, received, raw_size, logs, comp = (
+                    crc, length, position, received, raw_size, logs, comp = (
                         FRAME_HEADER.unpack_from(record)
                     )
+                    if zlib.crc32(memoryview(record)[4:]) != crc:  # never re-sign damage
+                        raise ServiceError(
+                            ErrorCode.INTERNAL,
+                            f"corrupt record {position} in {segment.path}: not compacted",
+                        )
                     payload = record[FRAME_HEADER_SIZE : FRAME_HEADER_SIZE + length]
                     packed, packed_comp = _compact_record(payload, comp, raw_size, compressor)
                     if len(packed) < len(payload):
@@ -570,9 +607,10 @@ class ShardLog:
                 raise ServiceError(ErrorCode.INTERNAL, f"short read in {segment.path}")
             position = segment.base + end_index
             if segment.compacted:  # rebuilt records are larger than stored ones
-                data = _rebuild_columnar(data, segment.path)
-                if total + len(data) > max_bytes:  # full: keep what fits and stop
-                    data, kept = _first_frames(data, max_bytes - total, at_least_one=not chunks)
+                data, kept = _rebuild_columnar(
+                    data, segment.path, max_bytes - total, at_least_one=not chunks
+                )
+                if kept < end_index - first:  # full: stop after what fits
                     position = segment.base + first + kept
                     chunks.append(data)
                     break
@@ -643,22 +681,13 @@ def _compact_record(
     return best, best_comp
 
 
-def _first_frames(data: bytes, room: int, *, at_least_one: bool) -> tuple[bytes, int]:
-    """The leading records of ``data`` that fit in ``room`` bytes, and their count."""
-    offset = count = 0
-    while offset < len(data):
-        end = offset + FRAME_HEADER_SIZE + FRAME_HEADER.unpack_from(data, offset)[1]
-        if end > room and not (at_least_one and count == 0):
-            break
-        offset = end
-        count += 1
-    return data[:offset], count
-
-
-def _rebuild_columnar(data: bytes, path: Path) -> bytes:
-    """``data`` (consecutive records) with each columnar record rebuilt into an lz4
-    record of the same log group; checksums of columnar records are verified."""
-    offset = 0
+def _rebuild_columnar(
+    data: bytes, path: Path, room: int, *, at_least_one: bool
+) -> tuple[bytes, int]:
+    """The leading records of ``data`` (consecutive records) that fit in ``room``
+    bytes once each columnar record is rebuilt into an lz4 record of the same log
+    group, and how many they are.  Checksums of columnar records are verified."""
+    offset = count = size = 0
     parts: list[bytes] = []
     copied = 0  # data before this is in parts
     view = memoryview(data)
@@ -667,6 +696,8 @@ def _rebuild_columnar(data: bytes, path: Path) -> bytes:
             data, offset
         )
         end = offset + FRAME_HEADER_SIZE + length
+        record_size = end - offset
+        rebuilt = None
         if comp == COLUMNAR:
             if zlib.crc32(view[offset + 4 : end]) != crc:
                 raise ServiceError(ErrorCode.INTERNAL, f"corrupt record {position} in {path}")
@@ -676,12 +707,17 @@ def _rebuild_columnar(data: bytes, path: Path) -> bytes:
                 raise ServiceError(
                     ErrorCode.INTERNAL, f"corrupt record {position} in {path}: {exc}"
                 ) from None
-            parts.append(data[copied:offset])
             packed = lz4.block.compress(raw, store_size=False)
-            parts.append(encode_frame(position, received, raw_size, logs, Compression.LZ4, packed))
+            rebuilt = encode_frame(position, received, raw_size, logs, Compression.LZ4, packed)
+            record_size = len(rebuilt)
+        if size + record_size > room and not (at_least_one and count == 0):
+            break
+        if rebuilt is not None:
+            parts.append(data[copied:offset])
+            parts.append(rebuilt)
             copied = end
+        size += record_size
+        count += 1
         offset = end
-    if not parts:
-        return data
-    parts.append(data[copied:])
-    return b"".join(parts)
+    parts.append(data[copied:offset])
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), count
