@@ -151,6 +151,22 @@ def test_query_errors(server: ServerProcess, unique_name: Callable[[str], str]) 
         "InvalidQuery",
     )
     error(call(server, "POST", path + "/query", {"query": "*"}), 400, "ParameterInvalid")
+    # found by fuzzing (each was a 500): SQL that does not even tokenize, times out of
+    # range or not numbers at all, NaN in a body
+    for sql in ("* | select '", '* | select "', "* | select /*"):
+        error(call(server, "POST", path + "/query", {**window, "query": sql}), 400, "InvalidQuery")
+    for body in (
+        b'{"query": "*", "from": 0, "to": 1e400}',
+        b'{"query": "*", "from": 0, "to": NaN}',
+        b'{"query": "*", "from": 1e308, "to": 100}',
+        b'{"query": "*", "fromNs": 0, "toNs": 100000000000000000000}',
+    ):
+        for route in ("/query", "/histogram"):
+            answer = server.request("POST", path + route, content=body)
+            assert answer.status_code == 400, (route, body, answer.text)
+    # null means "not given": the default page
+    nulls = {**window, "query": "*", "line": None, "offset": None}
+    assert ok(call(server, "POST", path + "/query", nulls))["meta"]["matched"] == 30  # type: ignore[index]
     error(call(server, "POST", path + "/query", {"from": now, "to": now}), 400, "ParameterInvalid")
     error(
         call(server, "POST", path + "/index", {"line": {"token": [" "]}}), 400, "IndexAlreadyExist"
@@ -191,7 +207,16 @@ def test_guards(server_factory: Callable[..., ServerProcess]) -> None:
     assert httpx.get(guarded.endpoint + "/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("body", [b"{", b"[]", b'{"line": {"token": 5}}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"[]",
+        b'{"line": {"token": 5}}',
+        b'{"line": {"token": [" "]}, "extra": NaN}',  # was stored, then every GET was a 500
+        b'{"line": {"token": [" "]}, "extra": Infinity}',
+    ],
+)
 def test_bad_index_bodies(
     server: ServerProcess, unique_name: Callable[[str], str], body: bytes
 ) -> None:
@@ -200,6 +225,37 @@ def test_bad_index_bodies(
     ok(call(server, "POST", f"{API}/projects/{project}/logstores", {"name": "ls"}))
     response = server.request("POST", f"{API}/projects/{project}/logstores/ls/index", content=body)
     assert response.status_code == 400, response.text
+    error(
+        call(server, "GET", f"{API}/projects/{project}/logstores/ls/index"),
+        404,
+        "IndexConfigNotExist",
+    )
+
+
+def test_index_tokens_are_escapes_or_themselves(
+    server: ServerProcess, unique_name: Callable[[str], str]
+) -> None:
+    project = unique_name("tok")
+    ok(call(server, "POST", f"{API}/projects", {"name": project}))
+    ok(call(server, "POST", f"{API}/projects/{project}/logstores", {"name": "ls"}))
+    path = f"{API}/projects/{project}/logstores/ls/index"
+    # a lone backslash used to be a 500; "，" used to turn into mojibake
+    ok(call(server, "POST", path, {"line": {"token": ["\\", "\\u3001", "，", " "]}}))
+    now = int(time.time())
+    logs = {"logs": [{"time": now, "contents": {"m": "alpha，beta\\gamma、delta"}}]}
+    written = server.request(
+        "POST",
+        f"{API}/projects/{project}/logstores/ls/logs",
+        content=json.dumps(logs).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert written.status_code == 200, written.text
+    window = {"from": now - 60, "to": now + 60}
+    for word in ("alpha", "beta", "gamma", "delta"):
+        found = ok(
+            call(server, "POST", path.removesuffix("/index") + "/query", {**window, "query": word})
+        )
+        assert found["meta"]["matched"] == 1, word  # type: ignore[index]
 
 
 def test_index_lag_is_a_metric(server: ServerProcess, unique_name: Callable[[str], str]) -> None:

@@ -448,6 +448,32 @@ class TestBadInput:
         )
         assert_error(server.request("GET", f"{API}/nothing-here"), 404, "NotFound")
         assert_error(server.request("PUT", f"{API}/projects"), 405, "MethodNotAllowed")
+        too_long = server.request(
+            "GET", f"{logstore}/shards/{'1' * 12}/cursor", params=[("from", "begin")]
+        )
+        assert_error(too_long, 404, "ShardNotExist")
+
+    def test_numbers_must_be_ascii_digits(
+        self, server_factory: Callable[..., ServerProcess]
+    ) -> None:
+        server = server_factory(auth=False)
+        ok(server.request("POST", f"{API}/projects", content=b'{"name": "odd"}', sign=False))
+        path = f"{API}/projects/odd/logstores"
+        ok(server.request("POST", path, content=b'{"name": "ls"}', sign=False))
+        body = zlib.compress(log_group_bytes({"n": "1"}))
+        for size in (b"\xb2", b"9" * 5000):  # superscript two; more digits than int() takes
+            answer = httpx.post(
+                server.endpoint + path + "/ls/logs",
+                content=body,
+                headers={
+                    "content-type": "application/x-protobuf",
+                    "x-lh-compress-type": "deflate",
+                    "x-lh-raw-size": size,  # type: ignore[dict-item]
+                },
+            )
+            assert_error(answer, 400, "ParameterInvalid")
+        shard = httpx.get(server.endpoint + path + "/ls/shards/%C2%B2/cursor?from=begin")
+        assert_error(shard, 404, "ShardNotExist")
 
     def test_bad_parameters(self, server: ServerProcess, logstore: str) -> None:
         cases = [

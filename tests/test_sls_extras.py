@@ -316,6 +316,24 @@ def test_malformed_bodies_without_auth(server_factory: Any, tmp_path: Path) -> N
         ("GET", "/logstores/ls/shards/0?type=log&cursor=%%", b"", {}, "InvalidCursor"),
         ("POST", "/logstores/ls/consumergroups", b"[1]", {}, "PostBodyInvalid"),
         ("GET", "/logstores/ls/nothing", b"", {}, "NotFound"),
+        # found by fuzzing: "²" passes str.isdigit() but not int() (they were 500s)
+        (
+            "POST",
+            "/logstores/ls/shards/lb",
+            b"x\x9c\xe3\xe2b\xe0\x00\x00\x00\x1e\x00\x0f",
+            {"x-log-compresstype": "deflate", "x-log-bodyrawsize": b"\xb2"},
+            "ParameterInvalid",
+        ),
+        ("GET", "/logstores/ls/shards/%C2%B2?type=cursor&from=begin", b"", {}, "ShardNotExist"),
+        ("GET", "/logstores/ls?type=log&from=%C2%B2&to=100&query=*", b"", {}, "ParameterInvalid"),
+        ("POST", "/logstores/ls/logs", b'{"from": "\\u00b2", "to": 100}', {}, "ParameterInvalid"),
+        (
+            "POST",
+            "/logstores/ls/index",
+            b'{"line": {"token": [" "]}, "x": NaN}',
+            {},
+            "PostBodyInvalid",
+        ),
     ]
     for method, path, body, headers, code in cases:
         started = time.monotonic()

@@ -239,6 +239,23 @@ def test_put_logs_bad_bodies(raw: Raw, topic: tuple[str, str]) -> None:
     _error(put(pb, {"x-tls-compresstype": "brotli"}), 400, "InvalidArgument")
     big = {"x-tls-compresstype": "lz4", "x-tls-bodyrawsize": str(1 << 40)}
     _error(put(block, big), 413, "LogSizeTooLarge")
+    # found by fuzzing (both were 500s): a raw size of "²" (str.isdigit() takes it,
+    # int() does not), and a key that is not UTF-8 in the second of two log groups
+    superscript = {"x-tls-compresstype": "lz4", "x-tls-bodyrawsize": b"\xb2"}
+    _error(put(block, superscript), 400, "InvalidArgument")  # type: ignore[arg-type]
+    not_utf8 = (
+        b"\n\x0c\n\n\x08\x01\x12\x06\n\x01k\x12\x01v\n\x0c\n\n\x08\x01\x12\x06\n\x01\xff\x12\x01v"
+    )
+    end = raw.json("POST", "DescribeCursor", {"TopicId": tid, "ShardId": 0, "From": "end"})
+    _error(put(not_utf8, {}), 400, "InvalidArgument")
+    again = raw.json("POST", "DescribeCursor", {"TopicId": tid, "ShardId": 0, "From": "end"})
+    assert again.json()["Cursor"] == end.json()["Cursor"]  # nothing of it was stored
+    huge = raw.send(
+        "POST",
+        "DescribeCursor",
+        body=b'{"TopicId": "%s", "ShardId": 0, "From": 1e400}' % tid.encode(),
+    )
+    _error(huge, 400, "InvalidArgument")
 
 
 def test_consume_logs_headers_and_ownership(raw: Raw, topic: tuple[str, str]) -> None:

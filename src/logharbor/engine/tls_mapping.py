@@ -78,6 +78,15 @@ def parse_tls_log_group_list(raw: bytes) -> list[Any]:
 
 def tls_to_prepared(source: Any, limits: Limits, *, now: Nanos) -> PreparedGroup:
     """One TLS ``LogGroup`` (parsed) as a LogHarbor log group ready for ``Engine.put``."""
+    try:
+        return _tls_to_prepared(source, limits, now=now)
+    except UnicodeDecodeError:  # protobuf decodes strings lazily, on first access
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER, "a log group holds a string that is not UTF-8"
+        ) from None
+
+
+def _tls_to_prepared(source: Any, limits: Limits, *, now: Nanos) -> PreparedGroup:
     out = RawLogGroup()
     if source.Source:
         out.Source = source.Source

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -68,10 +69,11 @@ async def read_body(request: Request, limit: int, budget: ByteBudget) -> bytes:
     """
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        length = decimal(declared)
+        if length is None:
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "invalid Content-Length header")
-        if int(declared) > limit:
-            raise _too_large(int(declared), limit)
+        if length > limit:
+            raise _too_large(length, limit)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -131,11 +133,30 @@ def invalid_parameter(message: str) -> ServiceError:
     return ServiceError(ErrorCode.INVALID_PARAMETER, message)
 
 
+def decimal(text: str, max_digits: int = 18) -> int | None:
+    """``text`` as a non-negative integer if it is 1 to ``max_digits`` ASCII digits
+    (``str.isdigit`` also takes ``²`` and other digits ``int`` refuses), else None."""
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")  # Python's json reads NaN, Infinity
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def load_json(body: bytes) -> Any:
     """A request body as JSON, or INVALID_BODY (nesting too deep for the parser
     included: that is bad input, not a server error)."""
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ServiceError(ErrorCode.INVALID_BODY, f"body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -159,9 +180,10 @@ def int_param(raw: str | None, name: str, default: int, low: int, high: int) -> 
 
 def shard_id(raw: str) -> int:
     """A shard id from a path; anything else is a shard that does not exist."""
-    if not raw.isdigit() or len(raw) > 9:
+    value = decimal(raw, 9)
+    if value is None:
         raise ServiceError(ErrorCode.SHARD_NOT_EXIST, f"shard {raw!r} does not exist")
-    return int(raw)
+    return value
 
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -170,9 +192,9 @@ Finish = Callable[[bytes], None]
 
 
 def json_field(document: Mapping[str, Any], name: str, kind: type, default: Any = None) -> Any:
-    value = document.get(name, default)
-    if value is None:
-        return None
+    value = document.get(name)
+    if value is None:  # absent or null
+        return default
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ServiceError(ErrorCode.INVALID_PARAMETER, f"{name} must be of type {kind.__name__}")
     return value

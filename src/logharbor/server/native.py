@@ -27,7 +27,7 @@ from ..protocol.schema import RawLogGroup
 from ..protocol.signing import EMPTY_SHA256
 from .auth import Authenticator
 from .groups import GroupsAPI
-from .http import ByteBudget, Call, Handler, endpoint, json_field, read_body
+from .http import ByteBudget, Call, Handler, decimal, endpoint, json_field, read_body
 from .search import SearchAPI
 
 PREFIX = "/api/v1"
@@ -344,9 +344,9 @@ class NativeAPI:
         raw_size_header = call.request.headers.get("x-lh-raw-size")
         raw_size = None
         if raw_size_header:
-            if not raw_size_header.isdigit():
+            raw_size = decimal(raw_size_header)
+            if raw_size is None:
                 raise ServiceError(ErrorCode.INVALID_PARAMETER, "x-lh-raw-size must be a number")
-            raw_size = int(raw_size_header)
         return await self.engine.ingest.prepare(call.body, compression, raw_size, limits)
 
     async def put_logs(self, call: Call) -> Response:

@@ -52,6 +52,9 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
+_MAX_SECONDS = 9_000_000_000  # nanoseconds must fit a signed 64-bit integer
+
+
 def time_range(body: dict[str, Any]) -> tuple[int, int]:
     """``from``/``to`` in seconds (numbers), or ``fromNs``/``toNs``; ``to`` is exclusive."""
     bounds = []
@@ -63,7 +66,14 @@ def time_range(body: dict[str, Any]) -> tuple[int, int]:
                 raise ServiceError(
                     ErrorCode.INVALID_PARAMETER, f"{name} (Unix seconds) or {name}Ns is required"
                 )
+            if not 0 <= seconds < _MAX_SECONDS:
+                raise ServiceError(
+                    ErrorCode.INVALID_PARAMETER,
+                    f"{name} must be a Unix time from 0 to {_MAX_SECONDS}",
+                )
             ns = int(seconds * NANOS_PER_SECOND)
+        if not 0 <= ns < _MAX_SECONDS * NANOS_PER_SECOND:
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, f"{name}Ns is out of range")
         bounds.append(ns)
     return bounds[0], bounds[1]
 

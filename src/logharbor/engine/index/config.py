@@ -21,6 +21,7 @@ do not use).  What LogHarbor uses of it:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,8 +88,23 @@ def _tokens(value: Any, where: str) -> tuple[str, ...]:
         raise _error(f"{where}.token must be a list of non-empty strings")
     separators: list[str] = []
     for token in value:  # SLS accepts multi-character entries; each character separates
-        separators.extend(c for c in token.encode().decode("unicode_escape") if c not in separators)
+        separators.extend(c for c in _unescape(token) if c not in separators)
     return tuple(separators)
+
+
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[ntr0\\'\"])")
+_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", '"': '"'}
+
+
+def _unescape(token: str) -> str:
+    """SLS writes separators as escapes (``"\\n"``, ``"\\u3001"``); other text,
+    a lone backslash and non-ASCII characters included, stands for itself."""
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        return _SIMPLE_ESCAPES.get(code) or chr(int(code[1:], 16))
+
+    return _ESCAPE.sub(one, token)
 
 
 def _bool(value: Any, where: str, default: bool = False) -> bool:

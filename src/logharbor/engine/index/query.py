@@ -211,7 +211,7 @@ class QueryRunner:
     def _analysis(self, sql: str, where: str, config: IndexConfig, columns: dict[str, str]) -> str:
         try:
             tree = sqlglot.parse_one(sql, read="presto")
-        except sqlglot.errors.ParseError as exc:
+        except sqlglot.errors.SqlglotError as exc:  # TokenError is not a ParseError
             raise ServiceError(ErrorCode.INVALID_QUERY, f"SQL syntax error: {exc}") from None
         except RecursionError:
             raise ServiceError(ErrorCode.INVALID_QUERY, "SQL nested too deeply") from None

@@ -19,7 +19,7 @@ from ....engine.index.query import LogRow, QueryResult
 from ....engine.types import NANOS_PER_SECOND, ShardStatus
 from ....protocol.codec import CodecError, decode_cursor, encode_cursor
 from ....protocol.errors import ErrorCode, ServiceError
-from ...http import int_param, load_json, shard_id
+from ...http import decimal, int_param, load_json, shard_id
 from ..context import surroundings
 from .packs import MAX_CONTEXT_LINES, pack_fields, parse_pack, split_with_pack_meta
 from .wire import (
@@ -128,8 +128,10 @@ def _context_row(log: LogRow, number: int) -> dict[str, str]:
 
 
 def _seconds(value: Any, name: str) -> int:
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        magnitude = decimal(value.removeprefix("-"))
+        if magnitude is not None:
+            value = -magnitude if value.startswith("-") else magnitude
     if not isinstance(value, int) or isinstance(value, bool):
         raise ServiceError(ErrorCode.INVALID_PARAMETER, f"{name} must be a Unix time in seconds")
     return value
@@ -371,10 +373,9 @@ class SlsRoutes:
         compression = request_compression(compress_type)
         raw_size = None
         if compress_type:  # the SDK sends a bogus x-log-bodyrawsize on other calls
-            declared = call.header.get("x-log-bodyrawsize", "")
-            if not declared.isdigit():
+            raw_size = decimal(call.header.get("x-log-bodyrawsize", ""))
+            if raw_size is None:
                 raise ServiceError(ErrorCode.INVALID_PARAMETER, "x-log-bodyrawsize is required")
-            raw_size = int(declared)
         group = await self.engine.ingest.prepare(
             call.body, compression, raw_size, self.engine.limits
         )

@@ -15,6 +15,7 @@ from ....engine.resource_ids import logstore_id, project_id
 from ....engine.types import NANOS_PER_SECOND, ProjectInfo
 from ....protocol.codec import decode_cursor, encode_cursor
 from ....protocol.errors import ErrorCode, ServiceError
+from ...http import decimal
 from .call import TlsCall
 from .resources import _paged, ok
 
@@ -159,12 +160,13 @@ class GroupAPI:
         project = call.project("ProjectID")
         name = call.text("ConsumerGroupName")
         position = call.text("Position").strip().lower()
-        if position not in ("begin", "end") and not position.isdigit():
+        seconds = decimal(position, 12)
+        if position not in ("begin", "end") and seconds is None:
             raise ServiceError(
                 ErrorCode.INVALID_PARAMETER, "Position must be begin, end or a Unix time"
             )
         for checkpoint in self.engine.get_checkpoints(project.name, name):
-            at: Any = position if not position.isdigit() else int(position) * NANOS_PER_SECOND
+            at: Any = position if seconds is None else seconds * NANOS_PER_SECOND
             cursor = self.engine.cursor(project.name, checkpoint.logstore, checkpoint.shard_id, at)
             self.engine.update_checkpoint(
                 project.name,

@@ -16,6 +16,7 @@ from ....engine.tls_mapping import CONTEXT_FLOW_TAG, PATH_TAG, TIME_UNIT_TAG
 from ....engine.types import NANOS_PER_SECOND, LogstoreInfo, ProjectInfo, ShardInfo
 from ....protocol.codec import MAX_HASH_KEY, format_hash_key, parse_hash_key
 from ....protocol.errors import ErrorCode, ServiceError
+from ...http import decimal
 from ...search import json_value as sql_value
 from ..context import LogPlace, Surroundings, group_id, has_more, parse_group_id, surroundings
 from .call import TlsCall
@@ -283,9 +284,10 @@ class ResourceAPI:
         context = call.text("Context", required=False)
         offset = call.integer("Offset", 0)
         if context:
-            if not context.isdigit():
+            parsed = decimal(context)
+            if parsed is None:
                 raise ServiceError(ErrorCode.INVALID_PARAMETER, "Context is not valid")
-            offset = int(context)
+            offset = parsed
         sort = call.text("Sort", required=False, default="desc").lower()
         if sort not in ("asc", "desc"):
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "Sort must be asc or desc")

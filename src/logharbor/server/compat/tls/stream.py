@@ -29,7 +29,7 @@ from ....protocol.codec import (
     iter_frames,
 )
 from ....protocol.tls_schema import TlsRawLogGroupListList
-from ...http import invalid_parameter
+from ...http import decimal, invalid_parameter
 from .call import TlsCall
 from .resources import ok
 
@@ -64,9 +64,9 @@ class StreamAPI:
         declared = call.header("x-tls-bodyrawsize")
         raw_size = None
         if declared:
-            if not declared.strip().isdigit():
+            raw_size = decimal(declared.strip())
+            if raw_size is None:
                 raise invalid_parameter("x-tls-bodyrawsize must be a number")
-            raw_size = int(declared)
         limits = self.engine.limits
         raw = decompress(
             call.body, compression, raw_size=raw_size, max_raw_size=limits.max_raw_bytes
