@@ -883,6 +883,7 @@ typedef struct {
     const uint8_t *name;
     uint64_t name_len;
     Stream lengths, values;
+    uint64_t lengths_size, values_size; /* as declared, until the streams are placed */
 } UnpackName;
 
 typedef struct {
@@ -958,8 +959,8 @@ static const char *unpack_group(const uint8_t *p, const uint8_t *end, uint8_t *o
     for (uint64_t i = 0; i < name_count; i++) {
         uint64_t a, b;
         if (stream_varint(&head, &a) < 0 || stream_varint(&head, &b) < 0) goto fail;
-        names[i].lengths.end = (const uint8_t *)(uintptr_t)a; /* sizes for now */
-        names[i].values.end = (const uint8_t *)(uintptr_t)b;
+        names[i].lengths_size = a;
+        names[i].values_size = b;
     }
     Stream streams[3];
     const uint8_t *at = head.at;
@@ -969,8 +970,7 @@ static const char *unpack_group(const uint8_t *p, const uint8_t *end, uint8_t *o
         streams[i].end = at += sizes[i];
     }
     for (uint64_t i = 0; i < name_count; i++) {
-        uint64_t a = (uint64_t)(uintptr_t)names[i].lengths.end;
-        uint64_t b = (uint64_t)(uintptr_t)names[i].values.end;
+        uint64_t a = names[i].lengths_size, b = names[i].values_size;
         if (a > (uint64_t)(end - at)) goto fail;
         names[i].lengths.at = at;
         names[i].lengths.end = at += a;
