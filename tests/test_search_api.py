@@ -272,3 +272,47 @@ def test_index_lag_is_a_metric(server: ServerProcess, unique_name: Callable[[str
         if line.startswith("logharbor_index_lag_log_groups{")
     ]
     assert not any(f'project="{project}"' in line for line in lags)
+
+
+def test_sql_cannot_build_huge_values(
+    server: ServerProcess, unique_name: Callable[[str], str]
+) -> None:
+    """A list of a billion numbers or a string repeated a billion times is built
+    outside DuckDB's memory limit and past the timeout (one such call took 14 GB):
+    such calls are refused per row before they run; small ones work."""
+    path, now = seed(server, unique_name("huge"))
+    window = {"from": now - 60, "to": now + 60}
+    for sql in (
+        "* | select sequence(1, 1000000000) limit 1",
+        "* | select generate_series(1, 1000000000) limit 1",
+        "* | select range(1000000000) limit 1",
+        "* | select repeat('x', 1000000000) limit 1",
+        "* | select lpad('x', 1000000000, 'y') limit 1",
+        "* | select list_resize([1], 1000000000) limit 1",
+        "* | select cardinality(sequence(1, sequence(1, 3)[3] * 100000000)) limit 1",
+        "* | select sequence(timestamp '2000-01-01', timestamp '2024-01-01', interval 1 minute)",
+    ):
+        message = error(
+            call(server, "POST", path + "/query", {**window, "query": sql}), 400, "InvalidQuery"
+        )
+        assert "would build more than" in message, sql
+    # a random size could pass the check with one value and build with another
+    random_size = "* | select sequence(1, cast(random() * 1e9 as bigint)) limit 1"
+    message = error(
+        call(server, "POST", path + "/query", {**window, "query": random_size}), 400, "InvalidQuery"
+    )
+    assert "may not be random" in message
+    small = ok(
+        call(
+            server,
+            "POST",
+            path + "/query",
+            {
+                **window,
+                "query": "* | select cardinality(sequence(1, 10)) as n, repeat('ab', 3) as r, "
+                "cardinality(sequence(date '2024-01-01', date '2024-01-31', interval 1 day)) "
+                "as days limit 1",
+            },
+        )
+    )
+    assert small["rows"] == [[10, "ababab", 31]], small

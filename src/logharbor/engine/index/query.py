@@ -229,6 +229,7 @@ class QueryRunner:
                 raise ServiceError(ErrorCode.INVALID_QUERY, "SQL may only read the table log")
         if any(tree.find_all(exp.Placeholder)):
             raise ServiceError(ErrorCode.INVALID_QUERY, "placeholders are not supported")
+        _guard_generated_values(tree)
         aliases = {a.alias for a in tree.find_all(exp.Alias)}
         fields = {c.name for c in tree.find_all(exp.Column) if c.name} - aliases
         if any(isinstance(e, exp.Star) for q in tree.find_all(exp.Select) for e in q.expressions):
@@ -419,6 +420,103 @@ def _session_error(exc: duckdb.Error, store: IndexStore, limits: QueryLimits) ->
     if isinstance(exc, duckdb.OutOfMemoryException):
         return ServiceError(ErrorCode.QUERY_TOO_LARGE, "the query needs more memory than allowed")
     return _sql_error(exc)
+
+
+# Functions that build a value sized by an argument (a list of a billion numbers, a
+# string repeated a billion times) allocate outside DuckDB's memory limit and do not
+# see an interrupt until they are done: one call took 14 GB and 20 s past the
+# timeout.  Each call is checked per row before it runs; a vector holds 2048 rows.
+_MAX_LIST_VALUES = 10_000
+_MAX_STRING_CHARS = 100_000
+
+
+def _series_size(start: str, end: str, step: str) -> str:
+    """How many values generate_series(start, end, step) makes, numbers or times."""
+    numbers = (
+        f"abs(TRY_CAST({end} AS DOUBLE) - TRY_CAST({start} AS DOUBLE)) "
+        f"/ nullif(abs(TRY_CAST({step} AS DOUBLE)), 0)"
+    )
+    times = (
+        f"abs(epoch(TRY_CAST({end} AS TIMESTAMP)) - epoch(TRY_CAST({start} AS TIMESTAMP))) "
+        f"/ nullif(abs(epoch(TRY_CAST({step} AS INTERVAL))), 0)"
+    )
+    return f"coalesce({numbers}, {times})"
+
+
+def _generated_size(node: Any) -> tuple[str, str, int, Any] | None:
+    """(function name, SQL for the size it would build, the limit, the argument that
+    sets the size) if ``node`` is such a call."""
+
+    def sql(arg: Any, default: str = "1") -> str:
+        return default if arg is None else arg.sql(dialect="duckdb")
+
+    def repeat_size(text: Any, times: Any) -> str:
+        return (
+            f"TRY_CAST({sql(times)} AS DOUBLE) * greatest(length(CAST({sql(text)} AS VARCHAR)), 1)"
+        )
+
+    if isinstance(node, exp.GenerateSeries):
+        start, end, step = (node.args.get(k) for k in ("start", "end", "step"))
+        size = _series_size(sql(start), sql(end), sql(step))
+        return "sequence", size, _MAX_LIST_VALUES, end
+    if isinstance(node, exp.Repeat):
+        times = node.args.get("times")
+        return "repeat", repeat_size(node.this, times), _MAX_STRING_CHARS, times
+    if isinstance(node, exp.Pad):
+        return (
+            "lpad/rpad",
+            f"TRY_CAST({sql(node.expression)} AS DOUBLE)",
+            _MAX_STRING_CHARS,
+            (node.expression),
+        )
+    if isinstance(node, exp.Space):
+        return "space", f"TRY_CAST({sql(node.this)} AS DOUBLE)", _MAX_STRING_CHARS, node.this
+    if isinstance(node, exp.Anonymous):
+        name = str(node.this).lower()
+        args = node.expressions
+        if name in ("range", "generate_series") and 1 <= len(args) <= 3:
+            start, end = ("0", args[0]) if len(args) == 1 else (sql(args[0]), args[1])
+            step = sql(args[2]) if len(args) == 3 else "1"
+            return name, _series_size(start, sql(end), step), _MAX_LIST_VALUES, end
+        if name in ("list_resize", "array_resize") and len(args) >= 2:
+            return name, f"TRY_CAST({sql(args[1])} AS DOUBLE)", _MAX_LIST_VALUES, args[1]
+        if name == "repeat" and len(args) == 2:
+            return name, repeat_size(args[0], args[1]), _MAX_STRING_CHARS, args[1]
+    return None
+
+
+_VOLATILE = {"random", "rand", "uuid", "gen_random_uuid", "nextval", "currval", "setseed"}
+
+
+def _volatile(node: Any) -> bool:
+    return any(
+        isinstance(n, exp.Rand)
+        or (isinstance(n, exp.Anonymous | exp.Func) and n.sql_name().lower() in _VOLATILE)
+        for n in node.walk()
+    )
+
+
+def _guard_generated_values(tree: exp.Query) -> None:
+    """Check the size of every call that builds a value sized by an argument, in
+    that argument: ``f(CASE WHEN size > limit THEN error(...) ELSE arg END)``.
+    (Guarding the call itself would not do: DuckDB folds a constant call such as
+    ``sequence(1, 1e9)`` while planning, whatever branch it is in; ``error`` is
+    never folded, so neither is the guarded argument.)  Innermost calls first."""
+    for node in reversed(list(tree.find_all(exp.Func))):
+        found = _generated_size(node)
+        if found is None or found[3] is None:
+            continue
+        name, size, limit, argument = found
+        if _volatile(argument):  # checked once and used once would be two values
+            raise ServiceError(
+                ErrorCode.INVALID_QUERY, f"the size given to {name} may not be random"
+            )
+        message = sql_string(f"{name} would build more than {limit:,} values for one row")
+        guard = sqlglot.parse_one(
+            f"CASE WHEN {size} > {limit} THEN error({message}) END", read="duckdb"
+        )
+        argument.replace(guard)
+        guard.set("default", argument)
 
 
 def _sql_error(exc: duckdb.Error) -> ServiceError:
