@@ -316,3 +316,25 @@ def test_sql_cannot_build_huge_values(
         )
     )
     assert small["rows"] == [[10, "ababab", 31]], small
+    # a guarded call keeps its column name
+    named = ok(
+        call(
+            server,
+            "POST",
+            path + "/query",
+            {**window, "query": "* | select repeat('a', 2) limit 1"},
+        )
+    )
+    assert named["meta"]["keys"] == ["REPEAT('a', 2)"], named  # type: ignore[index]
+
+
+def test_sql_results_may_hold_nan_and_infinities(
+    server: ServerProcess, unique_name: Callable[[str], str]
+) -> None:
+    """JSON has no NaN or infinity: they come as strings (they were 500s)."""
+    path, now = seed(server, unique_name("nan"))
+    sql = "* | select cast('nan' as double), power(10, 400), -power(10, 400), 1.5 limit 1"
+    rows = ok(
+        call(server, "POST", path + "/query", {"from": now - 60, "to": now + 60, "query": sql})
+    )
+    assert rows["rows"] == [["NaN", "Infinity", "-Infinity", 1.5]]

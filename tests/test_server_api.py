@@ -351,6 +351,15 @@ class TestBadInput:
             ),
             (put(server, logstore, raw, content_type="text/plain"), 400, "ParameterInvalid"),
         ]
+        for huge in (b"1e308", b"-1e308", b"1e300"):  # finite, but no nanoseconds (500s once)
+            body = b'{"logs": [{"contents": {"a": "1"}}, {"time": %s}]}' % huge
+            cases.append(
+                (
+                    put(server, logstore, body, content_type="application/json"),
+                    400,
+                    "PostBodyInvalid",
+                )
+            )
         for response, status, code in cases:
             assert_error(response, status, code)
         assert end_position(server, logstore) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import math
 import uuid
 from typing import Any
 
@@ -34,7 +35,10 @@ def log_json(row: LogRow) -> dict[str, Any]:
 
 
 def json_value(value: Any) -> Any:
-    """SQL values as JSON: numbers and strings as they are, times as ISO 8601."""
+    """SQL values as JSON: numbers and strings as they are (NaN and infinities, which
+    JSON lacks, as the strings "NaN", "Infinity", "-Infinity"), times as ISO 8601."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, decimal.Decimal):

@@ -497,6 +497,18 @@ def _volatile(node: Any) -> bool:
 
 
 def _guard_generated_values(tree: exp.Query) -> None:
+    # a column keeps the name it would have had: its text before the guard
+    for select in tree.find_all(exp.Select):
+        for i, expression in enumerate(select.expressions):
+            if not isinstance(expression, exp.Alias | exp.Star) and any(
+                _generated_size(n) for n in expression.find_all(exp.Func)
+            ):
+                name = expression.sql(dialect="duckdb")
+                select.expressions[i] = exp.alias_(expression, name, quoted=True)
+    _guard_sizes(tree)
+
+
+def _guard_sizes(tree: exp.Query) -> None:
     """Check the size of every call that builds a value sized by an argument, in
     that argument: ``f(CASE WHEN size > limit THEN error(...) ELSE arg END)``.
     (Guarding the call itself would not do: DuckDB folds a constant call such as

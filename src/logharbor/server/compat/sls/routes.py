@@ -375,7 +375,9 @@ class SlsRoutes:
         if compress_type:  # the SDK sends a bogus x-log-bodyrawsize on other calls
             raw_size = decimal(call.header.get("x-log-bodyrawsize", ""))
             if raw_size is None:
-                raise ServiceError(ErrorCode.INVALID_PARAMETER, "x-log-bodyrawsize is required")
+                raise ServiceError(
+                    ErrorCode.INVALID_PARAMETER, "x-log-bodyrawsize must be a number of bytes"
+                )
         group = await self.engine.ingest.prepare(
             call.body, compression, raw_size, self.engine.limits
         )
