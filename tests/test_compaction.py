@@ -142,20 +142,30 @@ def test_compacted_segments_survive_a_restart(tmp_path: Path) -> None:
         engine.close()
 
 
-def test_a_crash_during_the_swap_keeps_one_copy(tmp_path: Path) -> None:
-    """The compacted copy is complete once renamed: if the original is still
-    there after a crash, it goes; a half-written copy (``.tmp``) goes too."""
-    engine = Engine(config(tmp_path / "e"))
+def compacted_then_crashed(
+    tmp_path: Path, groups: int, **settings: object
+) -> tuple[list[tuple[int, int, int, int, bytes]], list[Path]]:
+    """Write, compact and close, then put the original segments back, as if the
+    crash came after each copy's rename but before the original's unlink; returns
+    what was stored and the original segment files."""
+    engine = Engine(config(tmp_path / "e", **settings))
     engine.create_project("prj")
     engine.create_logstore("prj", "ls", shard_count=1)
-    write(engine, 20)
+    write(engine, groups)
     before = snapshot(engine)
     originals = {p: p.read_bytes() for p in shard_files(tmp_path / "e")[:-1]}
     engine.run_compaction()
     engine.close()
-    for path, data in originals.items():  # as if the crash came before the unlink
+    for path, data in originals.items():
         path.write_bytes(data)
-    first = next(iter(originals))
+    return before, list(originals)
+
+
+def test_a_crash_during_the_swap_keeps_one_copy(tmp_path: Path) -> None:
+    """The compacted copy is complete once renamed: if the original is still
+    there after a crash, it goes; a half-written copy (``.tmp``) goes too."""
+    before, originals = compacted_then_crashed(tmp_path, 20)
+    first = originals[0]
     shutil.copy(first, first.with_name(first.name + ".z.tmp"))  # and a torn copy
 
     engine = Engine(config(tmp_path / "e"))
@@ -402,18 +412,9 @@ def test_a_damaged_segment_is_left_alone_and_the_others_are_compacted(
 
 
 def test_a_torn_compacted_copy_left_by_a_crash_loses_to_the_original(tmp_path: Path) -> None:
-    engine = Engine(config(tmp_path / "e", durable=False))
-    engine.create_project("prj")
-    engine.create_logstore("prj", "ls", shard_count=1)
-    write(engine, 12)
-    before = snapshot(engine)
-    originals = {p: p.read_bytes() for p in shard_files(tmp_path / "e")[:-1]}
-    engine.run_compaction()
-    engine.close()
     # without durability the copy may not be on disk in full when the power goes
-    for path, data in originals.items():
-        path.write_bytes(data)
-    first = next(iter(originals))
+    before, originals = compacted_then_crashed(tmp_path, 12, durable=False)
+    first = originals[0]
     copy = first.with_name(first.name.replace(".log", COMPACT_SUFFIX))
     copy.write_bytes(copy.read_bytes()[:-7])
 
@@ -421,6 +422,6 @@ def test_a_torn_compacted_copy_left_by_a_crash_loses_to_the_original(tmp_path: P
     try:
         assert snapshot(engine) == before
         assert first.exists() and not copy.exists()
-        assert all(not p.exists() for p in list(originals)[1:])  # whole copies won
+        assert all(not p.exists() for p in originals[1:])  # whole copies won
     finally:
         engine.close()
