@@ -291,17 +291,42 @@ def test_sql_cannot_build_huge_values(
         "* | select list_resize([1], 1000000000) limit 1",
         "* | select cardinality(sequence(1, sequence(1, 3)[3] * 100000000)) limit 1",
         "* | select sequence(timestamp '2000-01-01', timestamp '2024-01-01', interval 1 minute)",
+        "* | select cardinality(sequence(1, sequence(1, 3)[3] * 100000000)) limit 1",
     ):
         message = error(
             call(server, "POST", path + "/query", {**window, "query": sql}), 400, "InvalidQuery"
         )
         assert "would build more than" in message, sql
     # a random size could pass the check with one value and build with another
-    random_size = "* | select sequence(1, cast(random() * 1e9 as bigint)) limit 1"
+    for random_size in (
+        "* | select sequence(1, cast(random() * 1e9 as bigint)) limit 1",
+        "* | select sequence(1, case when hash(uuidv4()) % 2 = 0 then 1 else 1e9 end) limit 1",
+        "* | select repeat('x', cast(nextval('s') as bigint)) limit 1",
+    ):
+        message = error(
+            call(server, "POST", path + "/query", {**window, "query": random_size}),
+            400,
+            "InvalidQuery",
+        )
+        assert "may not be random" in message, random_size
+    # each guard repeats its argument: nesting is bounded (9 levels was a 500)
+    nested = "repeat(" * 9 + "'x', 1" + "), 1" * 8 + ")"
     message = error(
-        call(server, "POST", path + "/query", {**window, "query": random_size}), 400, "InvalidQuery"
+        call(server, "POST", path + "/query", {**window, "query": f"* | select {nested}"}),
+        400,
+        "InvalidQuery",
     )
-    assert "may not be random" in message
+    assert "nest" in message
+    # the size counts both ends: sequence(1, 20000) has 20,000 values and is the most
+    edge = "* | select cardinality(sequence(1, 20000)) as n limit 1"
+    assert ok(call(server, "POST", path + "/query", {**window, "query": edge}))["rows"] == [[20000]]
+    over = "* | select cardinality(sequence(0, 20000)) as n limit 1"
+    error(call(server, "POST", path + "/query", {**window, "query": over}), 400, "InvalidQuery")
+    week = (
+        "* | select cardinality(sequence(timestamp '2024-01-01', timestamp '2024-01-08', "
+        "interval 1 minute)) as n limit 1"
+    )
+    assert ok(call(server, "POST", path + "/query", {**window, "query": week}))["rows"] == [[10081]]
     small = ok(
         call(
             server,
@@ -325,7 +350,7 @@ def test_sql_cannot_build_huge_values(
             {**window, "query": "* | select repeat('a', 2) limit 1"},
         )
     )
-    assert named["meta"]["keys"] == ["REPEAT('a', 2)"], named  # type: ignore[index]
+    assert named["meta"]["keys"] == ["repeat('a', 2)"], named  # type: ignore[index]
 
 
 def test_sql_results_may_hold_nan_and_infinities(

@@ -1008,7 +1008,10 @@ class Engine:
             for runtime in stores:
                 if not runtime.deleted:
                     for shard in list(runtime.shards.values()):
-                        shard.seal_if_older(cutoff)
+                        try:
+                            shard.seal_if_older(cutoff)
+                        except OSError:  # e.g. a full disk: the others still get sealed
+                            log.exception("cannot seal a segment of %s", shard.directory)
 
         self.commit.run(seal_old)
         if self.config.compact_level <= 0:
@@ -1019,15 +1022,16 @@ class Engine:
                 for segment in shard.compactable():
                     if runtime.deleted or self._stopping.is_set():
                         return done
+                    statistics = CompactionStatistics()
                     try:
                         replacement = shard.compact(
-                            segment, level=self.config.compact_level, statistics=self.compaction
+                            segment, level=self.config.compact_level, statistics=statistics
                         )
                     except FileNotFoundError:  # the logstore was deleted meanwhile
                         continue
                     except Exception:  # one damaged segment must not stop the others
                         log.exception("cannot compact %s; it stays as it is", segment.path)
-                        segment.compaction_failed = True
+                        segment.skip_compaction = True
                         continue
                     if replacement is None:
                         continue
@@ -1037,7 +1041,9 @@ class Engine:
                     ) -> bool:
                         return s.swap_compacted(old, new)
 
-                    done += bool(self.commit.run(swap))
+                    if self.commit.run(swap):  # not if retention dropped it meanwhile
+                        done += 1
+                        self.compaction.add(statistics)
         if done:
             log.info("compacted %d sealed segments", done)
         return done

@@ -77,6 +77,10 @@ class CompactionStatistics:
     zstd: int = 0  # log groups stored as zstd over the protobuf
     unchanged: int = 0  # log groups kept as they were (nothing smaller found)
 
+    def add(self, other: CompactionStatistics) -> None:
+        for name in ("segments", "bytes_before", "bytes_after", "columnar", "zstd", "unchanged"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 @dataclass(eq=False)
 class Segment:
@@ -88,7 +92,7 @@ class Segment:
     fd: int | None = None  # open for appending while this is the active segment
     dirty: bool = False
     compacted: bool = False
-    compaction_failed: bool = False  # not tried again until a restart
+    skip_compaction: bool = False  # failed, or nothing to gain: not tried again until a restart
 
     @property
     def count(self) -> int:
@@ -397,7 +401,7 @@ class ShardLog:
             return [
                 s
                 for s in sealed
-                if not s.compacted and not s.compaction_failed and s.count and not s.dirty
+                if not s.compacted and not s.skip_compaction and s.count and not s.dirty
             ]
 
     def compact(
@@ -449,6 +453,7 @@ class ShardLog:
             raise
         if saved <= 0:
             tmp.unlink()
+            segment.skip_compaction = True  # it would not shrink next time either
             return None
         os.replace(tmp, target)
         if self.durable:

@@ -426,8 +426,9 @@ def _session_error(exc: duckdb.Error, store: IndexStore, limits: QueryLimits) ->
 # string repeated a billion times) allocate outside DuckDB's memory limit and do not
 # see an interrupt until they are done: one call took 14 GB and 20 s past the
 # timeout.  Each call is checked per row before it runs; a vector holds 2048 rows.
-_MAX_LIST_VALUES = 10_000
+_MAX_LIST_VALUES = 20_000  # two weeks of minutes
 _MAX_STRING_CHARS = 100_000
+_MAX_GUARDED_DEPTH = 4  # each guard repeats its argument: 2**depth copies of the innermost
 
 
 def _series_size(start: str, end: str, step: str) -> str:
@@ -440,12 +441,13 @@ def _series_size(start: str, end: str, step: str) -> str:
         f"abs(epoch(TRY_CAST({end} AS TIMESTAMP)) - epoch(TRY_CAST({start} AS TIMESTAMP))) "
         f"/ nullif(abs(epoch(TRY_CAST({step} AS INTERVAL))), 0)"
     )
-    return f"coalesce({numbers}, {times})"
+    return f"(coalesce({numbers}, {times}) + 1)"
 
 
 def _generated_size(node: Any) -> tuple[str, str, int, Any] | None:
     """(function name, SQL for the size it would build, the limit, the argument that
-    sets the size) if ``node`` is such a call."""
+    sets the size) if ``node`` is such a call (not an exhaustive list: a format
+    width, for one, can also build a long string)."""
 
     def sql(arg: Any, default: str = "1") -> str:
         return default if arg is None else arg.sql(dialect="duckdb")
@@ -485,15 +487,31 @@ def _generated_size(node: Any) -> tuple[str, str, int, Any] | None:
     return None
 
 
-_VOLATILE = {"random", "rand", "uuid", "gen_random_uuid", "nextval", "currval", "setseed"}
+# DuckDB's own list of functions that give another value on each call (random,
+# uuidv4, nextval, ...), and sqlglot's names for those it parses itself
+def _volatile_functions() -> frozenset[str]:
+    with duckdb.connect() as db:
+        rows = db.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE stability = 'VOLATILE'"
+        ).fetchall()
+    # error() is never folded but always raises: the guards themselves use it
+    return frozenset(str(name).lower() for (name,) in rows) - {"error"} | {"rand", "uuid"}
+
+
+_VOLATILE = _volatile_functions()
 
 
 def _volatile(node: Any) -> bool:
-    return any(
-        isinstance(n, exp.Rand)
-        or (isinstance(n, exp.Anonymous | exp.Func) and n.sql_name().lower() in _VOLATILE)
-        for n in node.walk()
-    )
+    for n in node.walk():
+        if isinstance(n, exp.Anonymous):
+            name = str(n.name).lower()
+        elif isinstance(n, exp.Func):
+            name = n.sql_name().lower()
+        else:
+            continue
+        if isinstance(n, exp.Rand) or name in _VOLATILE:
+            return True
+    return False
 
 
 def _guard_generated_values(tree: exp.Query) -> None:
@@ -503,9 +521,13 @@ def _guard_generated_values(tree: exp.Query) -> None:
             if not isinstance(expression, exp.Alias | exp.Star) and any(
                 _generated_size(n) for n in expression.find_all(exp.Func)
             ):
-                name = expression.sql(dialect="duckdb")
+                # DuckDB names a column by the expression, functions in lower case
+                name = expression.sql(dialect="duckdb", normalize_functions="lower")
                 select.expressions[i] = exp.alias_(expression, name, quoted=True)
-    _guard_sizes(tree)
+    try:
+        _guard_sizes(tree)
+    except RecursionError:
+        raise ServiceError(ErrorCode.INVALID_QUERY, "SQL nested too deeply") from None
 
 
 def _guard_sizes(tree: exp.Query) -> None:
@@ -514,7 +536,16 @@ def _guard_sizes(tree: exp.Query) -> None:
     (Guarding the call itself would not do: DuckDB folds a constant call such as
     ``sequence(1, 1e9)`` while planning, whatever branch it is in; ``error`` is
     never folded, so neither is the guarded argument.)  Innermost calls first."""
-    for node in reversed(list(tree.find_all(exp.Func))):
+    guarded = [n for n in tree.find_all(exp.Func) if _generated_size(n) is not None]
+    ids = {id(n) for n in guarded}
+    for node in guarded:
+        depth = sum(1 for parent in _ancestors(node) if id(parent) in ids)
+        if depth >= _MAX_GUARDED_DEPTH:
+            raise ServiceError(
+                ErrorCode.INVALID_QUERY,
+                f"sequence, repeat, lpad and the like nest {_MAX_GUARDED_DEPTH} deep at most",
+            )
+    for node in reversed(guarded):
         found = _generated_size(node)
         if found is None or found[3] is None:
             continue
@@ -523,12 +554,20 @@ def _guard_sizes(tree: exp.Query) -> None:
             raise ServiceError(
                 ErrorCode.INVALID_QUERY, f"the size given to {name} may not be random"
             )
-        message = sql_string(f"{name} would build more than {limit:,} values for one row")
+        unit = "values" if limit == _MAX_LIST_VALUES else "characters"
+        message = sql_string(f"{name} would build more than {limit:,} {unit} for one row")
         guard = sqlglot.parse_one(
             f"CASE WHEN {size} > {limit} THEN error({message}) END", read="duckdb"
         )
         argument.replace(guard)
         guard.set("default", argument)
+
+
+def _ancestors(node: Any) -> Iterator[Any]:
+    parent = node.parent
+    while parent is not None:
+        yield parent
+        parent = parent.parent
 
 
 def _sql_error(exc: duckdb.Error) -> ServiceError:
