@@ -173,6 +173,14 @@ def length_delimited(tag: int, payload: bytes) -> bytes:
     return bytes((tag,)) + encode_varint(len(payload)) + payload
 
 
+def parse_decimal(text: str, max_digits: int = 18) -> int | None:
+    """A non-negative decimal of 1 to ``max_digits`` ASCII digits, or None
+    (``str.isdigit`` also takes ``²`` and other digits that ``int`` refuses)."""
+    if not 0 < len(text) <= max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 # ---------------------------------------------------------------- cursors
 
 
@@ -187,9 +195,10 @@ def decode_cursor(cursor: str) -> int:
         decoded = base64.b64decode(text, validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise CodecError(ErrorCode.INVALID_CURSOR, f"cursor {cursor!r} is not valid") from None
-    if not decoded.isdigit() or len(decoded) > 19:
+    position = parse_decimal(decoded, 19)
+    if position is None:
         raise CodecError(ErrorCode.INVALID_CURSOR, f"cursor {cursor!r} is not valid")
-    return int(decoded)
+    return position
 
 
 # --------------------------------------------------------------- hash keys

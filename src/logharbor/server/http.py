@@ -16,6 +16,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from ..protocol.codec import parse_decimal
 from ..protocol.errors import ErrorCode, ServiceError
 
 log = logging.getLogger("logharbor.server")
@@ -69,7 +70,7 @@ async def read_body(request: Request, limit: int, budget: ByteBudget) -> bytes:
     """
     declared = request.headers.get("content-length")
     if declared is not None:
-        length = decimal(declared)
+        length = parse_decimal(declared)
         if length is None:
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "invalid Content-Length header")
         if length > limit:
@@ -133,14 +134,6 @@ def invalid_parameter(message: str) -> ServiceError:
     return ServiceError(ErrorCode.INVALID_PARAMETER, message)
 
 
-def decimal(text: str, max_digits: int = 18) -> int | None:
-    """``text`` as a non-negative integer if it is 1 to ``max_digits`` ASCII digits
-    (``str.isdigit`` also takes ``²`` and other digits ``int`` refuses), else None."""
-    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
-        return int(text)
-    return None
-
-
 def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")  # Python's json reads NaN, Infinity
 
@@ -180,7 +173,7 @@ def int_param(raw: str | None, name: str, default: int, low: int, high: int) -> 
 
 def shard_id(raw: str) -> int:
     """A shard id from a path; anything else is a shard that does not exist."""
-    value = decimal(raw, 9)
+    value = parse_decimal(raw, 9)
     if value is None:
         raise ServiceError(ErrorCode.SHARD_NOT_EXIST, f"shard {raw!r} does not exist")
     return value

@@ -21,13 +21,13 @@ from ..engine.types import (
     ShardInfo,
     ShardStatus,
 )
-from ..protocol.codec import Compression, decode_cursor, encode_cursor, iter_frames
+from ..protocol.codec import Compression, decode_cursor, encode_cursor, iter_frames, parse_decimal
 from ..protocol.errors import ErrorCode, ServiceError
 from ..protocol.schema import RawLogGroup
 from ..protocol.signing import EMPTY_SHA256
 from .auth import Authenticator
 from .groups import GroupsAPI
-from .http import ByteBudget, Call, Handler, decimal, endpoint, json_field, read_body
+from .http import ByteBudget, Call, Handler, endpoint, json_field, read_body
 from .search import SearchAPI
 
 PREFIX = "/api/v1"
@@ -344,7 +344,7 @@ class NativeAPI:
         raw_size_header = call.request.headers.get("x-lh-raw-size")
         raw_size = None
         if raw_size_header:
-            raw_size = decimal(raw_size_header)
+            raw_size = parse_decimal(raw_size_header)
             if raw_size is None:
                 raise ServiceError(ErrorCode.INVALID_PARAMETER, "x-lh-raw-size must be a number")
         return await self.engine.ingest.prepare(call.body, compression, raw_size, limits)

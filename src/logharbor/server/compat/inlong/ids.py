@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from ....engine.mapping import inlong_names, inlong_project
+from ....protocol.codec import parse_decimal
 from ....protocol.errors import ServiceError
 from ...config import ConfigError
 from .codes import DataProxyErrCode, Rejected
-from .wire import parse_decimal
 
 MAX_ID_NUM = 0xFFFF
 _Key = TypeVar("_Key", int, tuple[int, int])

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from ....engine.mapping import InLongBatch
+from ....protocol.codec import parse_decimal
 from ....protocol.errors import ServiceError
 from .codes import DataProxyErrCode, Rejected, rejection
 from .ids import NumericIds
@@ -53,7 +54,6 @@ from .wire import (
     binary_reply,
     decode_frame,
     items,
-    parse_decimal,
     reply_attributes,
     reply_body,
     reply_room,

@@ -18,11 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ....engine.mapping import InLongBatch
+from ....protocol.codec import parse_decimal
 from ....protocol.errors import ServiceError
 from ...http import ByteBudget, read_body
 from .codes import DataProxyErrCode, Rejected, rejection
 from .service import InLongService
-from .wire import parse_decimal
 
 log = logging.getLogger("logharbor.inlong")
 

@@ -28,6 +28,7 @@ from enum import IntEnum
 
 import cramjam
 
+from ....protocol.codec import parse_decimal
 from .codes import DataProxyErrCode, Rejected
 
 MAX_FRAME_BYTES = 512 << 10  # as the shipped dataproxy.conf (max-msg-length)
@@ -150,14 +151,6 @@ def parse_attributes(attr: str) -> list[tuple[str, str]]:
             key, _, value = part.partition("=")
             pairs.append((key, value))
     return pairs
-
-
-def parse_decimal(text: str, max_digits: int = 18) -> int | None:
-    """A non-negative decimal of ASCII digits (``str.isdigit`` also takes ``²``,
-    which ``int`` refuses), or None."""
-    if not 0 < len(text) <= max_digits or not text.isascii() or not text.isdigit():
-        return None
-    return int(text)
 
 
 def _text(data: bytes) -> str:

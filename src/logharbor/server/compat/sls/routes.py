@@ -17,9 +17,9 @@ from ....engine import Engine
 from ....engine.documents import DocumentKind, DocumentStore
 from ....engine.index.query import LogRow, QueryResult
 from ....engine.types import NANOS_PER_SECOND, ShardStatus
-from ....protocol.codec import CodecError, decode_cursor, encode_cursor
+from ....protocol.codec import CodecError, decode_cursor, encode_cursor, parse_decimal
 from ....protocol.errors import ErrorCode, ServiceError
-from ...http import decimal, int_param, load_json, shard_id
+from ...http import int_param, load_json, shard_id
 from ..context import surroundings
 from .packs import MAX_CONTEXT_LINES, pack_fields, parse_pack, split_with_pack_meta
 from .wire import (
@@ -129,7 +129,7 @@ def _context_row(log: LogRow, number: int) -> dict[str, str]:
 
 def _seconds(value: Any, name: str) -> int:
     if isinstance(value, str):
-        magnitude = decimal(value.removeprefix("-"))
+        magnitude = parse_decimal(value.removeprefix("-"))
         if magnitude is not None:
             value = -magnitude if value.startswith("-") else magnitude
     if not isinstance(value, int) or isinstance(value, bool):
@@ -373,7 +373,7 @@ class SlsRoutes:
         compression = request_compression(compress_type)
         raw_size = None
         if compress_type:  # the SDK sends a bogus x-log-bodyrawsize on other calls
-            raw_size = decimal(call.header.get("x-log-bodyrawsize", ""))
+            raw_size = parse_decimal(call.header.get("x-log-bodyrawsize", ""))
             if raw_size is None:
                 raise ServiceError(
                     ErrorCode.INVALID_PARAMETER, "x-log-bodyrawsize must be a number of bytes"

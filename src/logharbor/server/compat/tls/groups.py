@@ -13,9 +13,8 @@ from ....engine import Engine
 from ....engine.consumer import ConsumerGroupInfo
 from ....engine.resource_ids import logstore_id, project_id
 from ....engine.types import NANOS_PER_SECOND, ProjectInfo
-from ....protocol.codec import decode_cursor, encode_cursor
+from ....protocol.codec import decode_cursor, encode_cursor, parse_decimal
 from ....protocol.errors import ErrorCode, ServiceError
-from ...http import decimal
 from .call import TlsCall
 from .resources import _paged, ok
 
@@ -160,7 +159,7 @@ class GroupAPI:
         project = call.project("ProjectID")
         name = call.text("ConsumerGroupName")
         position = call.text("Position").strip().lower()
-        seconds = decimal(position, 12)
+        seconds = parse_decimal(position, 12)
         if position not in ("begin", "end") and seconds is None:
             raise ServiceError(
                 ErrorCode.INVALID_PARAMETER, "Position must be begin, end or a Unix time"

@@ -14,9 +14,8 @@ from ....engine.index.query import LogRow, QueryResult
 from ....engine.resource_ids import logstore_id, project_id
 from ....engine.tls_mapping import CONTEXT_FLOW_TAG, PATH_TAG, TIME_UNIT_TAG
 from ....engine.types import NANOS_PER_SECOND, LogstoreInfo, ProjectInfo, ShardInfo
-from ....protocol.codec import MAX_HASH_KEY, format_hash_key, parse_hash_key
+from ....protocol.codec import MAX_HASH_KEY, format_hash_key, parse_decimal, parse_hash_key
 from ....protocol.errors import ErrorCode, ServiceError
-from ...http import decimal
 from ...search import json_value as sql_value
 from ..context import LogPlace, Surroundings, group_id, has_more, parse_group_id, surroundings
 from .call import TlsCall
@@ -284,7 +283,7 @@ class ResourceAPI:
         context = call.text("Context", required=False)
         offset = call.integer("Offset", 0)
         if context:
-            parsed = decimal(context)
+            parsed = parse_decimal(context)
             if parsed is None:
                 raise ServiceError(ErrorCode.INVALID_PARAMETER, "Context is not valid")
             offset = parsed

@@ -27,9 +27,10 @@ from ....protocol.codec import (
     decompress,
     encode_cursor,
     iter_frames,
+    parse_decimal,
 )
 from ....protocol.tls_schema import TlsRawLogGroupListList
-from ...http import decimal, invalid_parameter
+from ...http import invalid_parameter
 from .call import TlsCall
 from .resources import ok
 
@@ -64,7 +65,7 @@ class StreamAPI:
         declared = call.header("x-tls-bodyrawsize")
         raw_size = None
         if declared:
-            raw_size = decimal(declared.strip())
+            raw_size = parse_decimal(declared.strip())
             if raw_size is None:
                 raise invalid_parameter("x-tls-bodyrawsize must be a number")
         limits = self.engine.limits
