@@ -167,7 +167,8 @@ class ShardLog:
                 compacted = self._settle_swap(base)
             path = _segment_path(self.directory, base, compacted=compacted)
             segment = Segment(base, path, compacted=compacted)
-            self._scan(segment, verify=i == len(bases) - 1)
+            newest = i == len(bases) - 1
+            self._scan(segment, verify=newest, cut=newest)
             self._segments.append(segment)
         if self._segments:
             last = self._segments[-1]
@@ -186,27 +187,20 @@ class ShardLog:
         original = Segment(base, _segment_path(self.directory, base))
         copy = Segment(base, _segment_path(self.directory, base, compacted=True), compacted=True)
         try:
-            self._scan(copy, verify=False)
-            intact = self._checksums_ok(copy)
-        except ServiceError:  # torn
+            self._scan(copy, verify=True, cut=False)
+            intact = True
+        except ServiceError:  # torn, or a record does not match its checksum
             intact = False
         if intact:
             with contextlib.suppress(ServiceError):  # else the original is the damaged one
-                self._scan(original, verify=False)
+                self._scan(original, verify=False, cut=False)
                 intact = copy.count == original.count
         (original if intact else copy).path.unlink()
         return intact
 
-    def _checksums_ok(self, segment: Segment) -> bool:
-        with open(segment.path, "rb", buffering=0) as f:
-            for i, offset in enumerate(segment.offsets):
-                crc = FRAME_HEADER.unpack(os.pread(f.fileno(), FRAME_HEADER_SIZE, offset))[0]
-                if not self._crc_ok(f.fileno(), offset, segment.record_end(i, segment.size), crc):
-                    return False
-        return True
-
-    def _scan(self, segment: Segment, *, verify: bool) -> None:
-        """Index a segment's records; cut a torn or corrupt tail off the newest one."""
+    def _scan(self, segment: Segment, *, verify: bool, cut: bool) -> None:
+        """Index a segment's records, checking their checksums if ``verify``; a torn
+        or corrupt tail is cut off if ``cut`` (the newest segment), else an error."""
         good_end = 0
         with open(segment.path, "rb", buffering=0) as f:
             file_size = os.fstat(f.fileno()).st_size
@@ -225,7 +219,7 @@ class ShardLog:
                 segment.received.append(received)
                 offset = good_end = end
         if good_end != file_size:
-            if not verify:
+            if not cut:
                 raise ServiceError(
                     ErrorCode.INTERNAL, f"corrupt sealed segment {segment.path} at {good_end}"
                 )
@@ -459,7 +453,7 @@ class ShardLog:
         if self.durable:
             _fsync_dir(self.directory)
         replacement = Segment(segment.base, target, compacted=True)
-        self._scan(replacement, verify=False)
+        self._scan(replacement, verify=False, cut=False)
         if replacement.count != segment.count:
             target.unlink(missing_ok=True)
             raise ServiceError(ErrorCode.INTERNAL, f"compacted copy of {segment.path} differs")
