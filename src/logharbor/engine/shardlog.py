@@ -37,7 +37,7 @@ import threading
 import zlib
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import lz4.block
@@ -78,7 +78,7 @@ class CompactionStatistics:
     unchanged: int = 0  # log groups kept as they were (nothing smaller found)
 
     def add(self, other: CompactionStatistics) -> None:
-        for name in ("segments", "bytes_before", "bytes_after", "columnar", "zstd", "unchanged"):
+        for name in (f.name for f in fields(self)):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
