@@ -151,7 +151,7 @@ def _log_time(log: Mapping[str, Any], index: int, now: int) -> int:
         value = log["time"]
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise _json_error(f"logs[{index}].time must be a number of seconds")
-        if isinstance(value, float) and not 0 <= value < 1 << 32:  # nor NaN: no int() of it
+        if not 0 <= value < 1 << 32:  # before int() of it, which fails on inf and NaN
             raise _json_error(f"logs[{index}] has a time outside the supported range")
         time_ns = int(value) * NANOS if isinstance(value, int) else int(value * NANOS)
     else:

@@ -546,6 +546,7 @@ def _guard_sizes(tree: exp.Query) -> None:
                 f"sequence, repeat, lpad and the like nest {_MAX_GUARDED_DEPTH} deep at most",
             )
     for node in reversed(guarded):
+        # sized again now: an inner call's argument may have been guarded since
         found = _generated_size(node)
         if found is None or found[3] is None:
             continue
