@@ -92,20 +92,7 @@ def _tokens(value: Any, where: str) -> tuple[str, ...]:
     return tuple(separators)
 
 
-_ESCAPE = re.compile(r"\\(U[0-9a-fA-F]{8}|u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[ntrfvab0\\'\"])")
-_SIMPLE_ESCAPES = {
-    "n": "\n",
-    "t": "\t",
-    "r": "\r",
-    "f": "\f",
-    "v": "\v",
-    "a": "\a",
-    "b": "\b",
-    "0": "\0",
-    "\\": "\\",
-    "'": "'",
-    '"': '"',
-}
+_ESCAPE = re.compile(r"\\(?:U[0-9a-fA-F]{8}|u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[ntrfvab0\\'\"])")
 
 
 def _unescape(token: str) -> str:
@@ -113,11 +100,10 @@ def _unescape(token: str) -> str:
     a lone backslash and non-ASCII characters included, stands for itself."""
 
     def one(match: re.Match[str]) -> str:
-        code = match.group(1)
-        if code in _SIMPLE_ESCAPES:
-            return _SIMPLE_ESCAPES[code]
-        point = int(code[1:], 16)
-        return chr(point) if point <= 0x10FFFF else match.group(0)
+        try:  # Python's own escapes, applied to the escape alone
+            return match.group(0).encode("ascii").decode("unicode_escape")
+        except UnicodeDecodeError:  # \U past the last code point
+            return match.group(0)
 
     return _ESCAPE.sub(one, token)
 
