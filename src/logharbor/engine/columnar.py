@@ -41,6 +41,7 @@ from __future__ import annotations
 import zstandard
 
 from .._native import speedups
+from ..protocol.codec import encode_varint
 
 VERSION = 1
 _MAX_NAMES = 256  # more distinct keys or key sequences than this: not worth it
@@ -53,13 +54,6 @@ class ColumnarError(ValueError):
 
 
 # ------------------------------------------------------------------ varints
-
-
-def _put(out: bytearray, value: int) -> None:
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
 
 
 def _get(data: bytes, pos: int) -> tuple[int, int]:
@@ -191,7 +185,7 @@ class _Packer:
                 self.lengths.append(bytearray())
                 self.values.append(bytearray())
             key.append(name_id)
-            _put(self.lengths[name_id], value_len)
+            self.lengths[name_id] += encode_varint(value_len)
             self.values[name_id] += raw[pos:content_end]
             pos = content_end
         has_ns = pos < end and raw[pos] == 0x25
@@ -206,34 +200,34 @@ class _Packer:
             if len(self.schemas) >= _MAX_SCHEMAS:
                 raise _NotCanonical
             schema_id = self.schemas[schema] = len(self.schemas)
-        _put(self.schema_stream, schema_id)
+        self.schema_stream += encode_varint(schema_id)
         delta = time - previous_time
-        _put(self.time_stream, (delta << 1) ^ (delta >> 63))
+        self.time_stream += encode_varint((delta << 1) ^ (delta >> 63))
         self.logs += 1
         return time
 
     def _assemble(self, prefix: bytes, suffix: bytes) -> bytes:
         out = bytearray()
         for value in (VERSION, self.logs, len(prefix)):
-            _put(out, value)
+            out += encode_varint(value)
         out += prefix
-        _put(out, len(suffix))
+        out += encode_varint(len(suffix))
         out += suffix
-        _put(out, len(self.names))
+        out += encode_varint(len(self.names))
         for name in self.names:
-            _put(out, len(name))
+            out += encode_varint(len(name))
             out += name
-        _put(out, len(self.schemas))
+        out += encode_varint(len(self.schemas))
         for schema in self.schemas:
-            _put(out, schema[0])
-            _put(out, len(schema) - 1)
+            out += encode_varint(schema[0])
+            out += encode_varint(len(schema) - 1)
             for name_id in schema[1:]:
-                _put(out, name_id)
+                out += encode_varint(name_id)
         for stream in (self.schema_stream, self.time_stream, self.ns_stream):
-            _put(out, len(stream))
+            out += encode_varint(len(stream))
         for lengths, values in zip(self.lengths, self.values, strict=True):
-            _put(out, len(lengths))
-            _put(out, len(values))
+            out += encode_varint(len(lengths))
+            out += encode_varint(len(values))
         out += self.schema_stream
         out += self.time_stream
         out += self.ns_stream
@@ -299,7 +293,7 @@ def _unpack_checked(body: bytes, raw_size: int) -> bytes:
     schema_pos, time_pos, ns_pos = starts[:3]
     length_pos = starts[3::2]
     value_pos = starts[4::2]
-    keys_encoded = [b"\x0a" + _varint(len(name)) + name + b"\x12" for name in names]
+    keys_encoded = [b"\x0a" + encode_varint(len(name)) + name + b"\x12" for name in names]
     out = bytearray(prefix)
     time = 0
     for _ in range(logs):
@@ -312,14 +306,14 @@ def _unpack_checked(body: bytes, raw_size: int) -> bytes:
         if not 0 <= time < _TIME_LIMIT:
             raise ColumnarError("log time out of range")
         log = bytearray(b"\x08")
-        _put(log, time)
+        log += encode_varint(time)
         for name_id in ids:
             length, length_pos[name_id] = _get64(body, length_pos[name_id])
             start = value_pos[name_id]
             value_pos[name_id] = start + length
-            content = keys_encoded[name_id] + _varint(length) + body[start : start + length]
+            content = keys_encoded[name_id] + encode_varint(length) + body[start : start + length]
             log.append(0x12)
-            _put(log, len(content))
+            log += encode_varint(len(content))
             log += content
             if len(out) + len(log) > raw_size:  # a repeated long key cannot blow up memory
                 raise ColumnarError("columnar body does not rebuild the declared log group")
@@ -328,7 +322,7 @@ def _unpack_checked(body: bytes, raw_size: int) -> bytes:
             log += body[ns_pos : ns_pos + 4]
             ns_pos += 4
         out.append(0x0A)
-        _put(out, len(log))
+        out += encode_varint(len(log))
         out += log
         if len(out) > raw_size:
             break
@@ -340,12 +334,6 @@ def _unpack_checked(body: bytes, raw_size: int) -> bytes:
         positions += [length_pos[i], value_pos[i]]
     if len(out) != raw_size or positions != ends:
         raise ColumnarError("columnar body does not rebuild the declared log group")
-    return bytes(out)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    _put(out, value)
     return bytes(out)
 
 
