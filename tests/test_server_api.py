@@ -575,13 +575,15 @@ def test_openapi_documents_every_route(server: ServerProcess) -> None:
     assert document["openapi"] == "3.1.0"
     paths = document["paths"]
     app = create_app(ServerConfig(data_dir=server.data_dir.parent / "openapi-check"))
-    for route in app.routes:
+    # the web console is a page, not part of the API
+    routes = [r for r in app.routes if not r.path.startswith("/console")]  # type: ignore[attr-defined]
+    for route in routes:
         path = route.path
         assert path in paths, f"{path} is not documented"
         documented = {m.upper() for m in paths[path]}  # type: ignore[index]
         served = set(route.methods) - {"HEAD"}
         assert served == documented, path
-    assert set(paths) == {r.path for r in app.routes}  # type: ignore[arg-type]
+    assert set(paths) == {r.path for r in routes}  # type: ignore[attr-defined]
 
 
 class TestConfiguration:

@@ -68,6 +68,9 @@ def serve(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept unsigned requests (local play only)")
     ] = False,
+    no_console: Annotated[
+        bool, typer.Option("--no-console", help="Do not serve the web console at /console/")
+    ] = False,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body")] = None,
     max_raw_bytes: Annotated[
         int | None, typer.Option(help="Largest decompressed log group")
@@ -90,6 +93,7 @@ def serve(
         "log_level": log_level,
         "inlong_port": inlong_port,
         "auth": False if no_auth else None,
+        "console": False if no_console else None,
     }
     try:
         settings = load_config(config_file=config, overrides=overrides)

@@ -19,6 +19,7 @@ from ..engine.documents import DocumentStore
 from ..engine.index.query import QueryLimits
 from ..engine.shipping import Shipping
 from ..protocol.errors import ErrorCode, ServiceError
+from . import console
 from .auth import AccessKeyStore, Authenticator
 from .compat.inlong import InLongFacade
 from .compat.sls import SignatureVerifier, SlsDispatch, SlsFacade
@@ -132,6 +133,7 @@ def build_server(config: ServerConfig) -> Server:
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route(PREFIX + "/openapi.json", openapi, methods=["GET"]),
             *native.routes(),
+            *(console.routes() if config.console else []),
             *(inlong.routes() if inlong is not None else []),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},

@@ -34,6 +34,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     auth: bool = True
+    console: bool = True  # the web console at /console/
     max_body_bytes: int = 10 << 20
     max_raw_bytes: int = 50 << 20
     max_inflight_bytes: int = 512 << 20  # request bodies held at once; beyond: 503

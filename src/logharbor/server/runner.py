@@ -34,6 +34,8 @@ def banner(server: Server, sock: socket.socket, out: TextIO) -> None:
         f"LogHarbor {__version__} listening on http://{shown_host}:{port}",
         f"  data directory: {data_dir}",
     ]
+    if server.config.console:
+        lines.append(f"  web console: http://{shown_host}:{port}/console/")
     if not server.config.auth:
         lines.append(
             "  authentication: OFF (--no-auth); anyone who can reach this port can read and write"

@@ -1,0 +1,602 @@
+// The LogHarbor web console: browse projects and logstores, search and analyse logs
+// with a histogram, follow new logs live, and look at shards and index settings.
+// Everything goes through the signed native API (api.js); log text is only ever
+// set as text, never parsed as HTML.
+
+import { Api, ApiError } from "./api.js";
+
+const CREDENTIALS = "logharbor.credentials"; // sessionStorage: gone with the tab
+const RANGES = [
+  ["5m", "last 5 minutes", 300],
+  ["15m", "last 15 minutes", 900],
+  ["1h", "last hour", 3600],
+  ["6h", "last 6 hours", 21600],
+  ["24h", "last 24 hours", 86400],
+  ["7d", "last 7 days", 604800],
+  ["30d", "last 30 days", 2592000],
+];
+const PAGE_LINES = 50; // logs per page of search results
+const CONTEXT_LOGS = 10; // logs shown before and after a log's position
+const TAIL_LIMIT = 500; // live tail: older entries are dropped past this many
+const TAIL_IDLE_MS = 1000; // live tail: pause between rounds that found nothing
+
+const root = document.getElementById("app");
+let api = null;
+let running = null; // the AbortController of the view on screen
+
+// ------------------------------------------------------------------- helpers
+
+/** An element with attributes (on* are listeners) and children (strings as text). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "value") node.value = value;
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function link(hash, text) {
+  return el("a", { href: hash }, text);
+}
+
+function projectHash(project) {
+  return `#/projects/${encodeURIComponent(project)}`;
+}
+
+function logstoreHash(project, logstore, params = {}) {
+  const query = new URLSearchParams(params).toString();
+  return `${projectHash(project)}/logstores/${encodeURIComponent(logstore)}${query ? "?" + query : ""}`;
+}
+
+const pad = (n, width = 2) => String(n).padStart(width, "0");
+
+/** Local time, to the millisecond: 2026-12-06 14:03:27.415 */
+function formatTime(ms) {
+  const d = new Date(ms);
+  return (
+    `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`
+  );
+}
+
+function formatSeconds(seconds) {
+  return formatTime(seconds * 1000).slice(0, 19);
+}
+
+function errorBox(error) {
+  if (error instanceof ApiError) {
+    return el(
+      "div",
+      { class: "error", role: "alert" },
+      el("strong", {}, error.code),
+      " ",
+      error.message.replace(/^[^:]*: /, ""),
+      error.requestId ? el("span", { class: "muted" }, ` (request ${error.requestId})`) : null,
+    );
+  }
+  return el("div", { class: "error", role: "alert" }, String(error?.message ?? error));
+}
+
+/** The part of a query before its SQL: "status: 500 | select ..." → "status: 500". */
+export function searchPart(query) {
+  let quoted = false;
+  for (let i = 0; i < query.length; i++) {
+    if (query[i] === '"') quoted = !quoted;
+    else if (query[i] === "|" && !quoted) return query.slice(0, i).trim();
+  }
+  return query.trim();
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+// ------------------------------------------------------------------- routing
+
+function parseHash() {
+  const [path, query = ""] = location.hash.replace(/^#/, "").split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  return { parts, params: Object.fromEntries(new URLSearchParams(query)) };
+}
+
+async function route() {
+  running?.abort();
+  running = new AbortController();
+  const signal = running.signal;
+  if (api === null) {
+    renderSignIn();
+    return;
+  }
+  const { parts, params } = parseHash();
+  const main = el("main", { id: "main" });
+  const crumbs = [link("#/", "Projects")];
+  if (parts[0] === "projects" && parts[1]) crumbs.push(link(projectHash(parts[1]), parts[1]));
+  if (parts[2] === "logstores" && parts[3]) {
+    crumbs.push(link(logstoreHash(parts[1], parts[3]), parts[3]));
+  }
+  root.replaceChildren(header(crumbs), main);
+  try {
+    if (parts[0] === "projects" && parts[1] && parts[2] === "logstores" && parts[3]) {
+      await renderLogstore(main, parts[1], parts[3], params, signal);
+    } else if (parts[0] === "projects" && parts[1]) {
+      await renderLogstores(main, parts[1]);
+    } else {
+      await renderProjects(main);
+    }
+  } catch (error) {
+    if (!signal.aborted) main.append(errorBox(error));
+  }
+}
+
+function header(crumbs) {
+  const nav = el("nav", { class: "crumbs", "aria-label": "breadcrumb" });
+  crumbs.forEach((crumb, i) => {
+    if (i) nav.append(el("span", { class: "sep" }, "/"));
+    nav.append(crumb);
+  });
+  const signOut = api?.credentials
+    ? el(
+        "button",
+        {
+          class: "link",
+          id: "sign-out",
+          onclick: () => {
+            sessionStorage.removeItem(CREDENTIALS);
+            api = null;
+            route();
+          },
+        },
+        `Sign out ${api.credentials.keyId}`,
+      )
+    : null;
+  return el("header", {}, el("a", { class: "brand", href: "#/" }, "LogHarbor"), nav, signOut);
+}
+
+// ------------------------------------------------------------------- sign in
+
+function renderSignIn(message = null) {
+  const keyId = el("input", { id: "key-id", name: "keyId", autocomplete: "username", required: true });
+  const secret = el("input", {
+    id: "key-secret",
+    name: "secret",
+    type: "password",
+    autocomplete: "current-password",
+    required: true,
+  });
+  const status = el("div", { class: "status" }, message ?? "");
+  const form = el(
+    "form",
+    {
+      class: "sign-in",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const candidate = new Api({ keyId: keyId.value.trim(), secret: secret.value });
+        status.replaceChildren("Signing in…");
+        try {
+          await candidate.projects();
+        } catch (error) {
+          status.replaceChildren(errorBox(error));
+          return;
+        }
+        sessionStorage.setItem(CREDENTIALS, JSON.stringify(candidate.credentials));
+        api = candidate;
+        route();
+      },
+    },
+    el("h1", {}, "LogHarbor"),
+    el("p", { class: "muted" }, "Sign in with an access key (the server prints its first one when it starts)."),
+    el("label", { for: "key-id" }, "Access key id"),
+    keyId,
+    el("label", { for: "key-secret" }, "Access key secret"),
+    secret,
+    el("button", { type: "submit", id: "sign-in" }, "Sign in"),
+    status,
+  );
+  root.replaceChildren(el("main", { class: "center" }, form));
+  keyId.focus();
+}
+
+// ------------------------------------------------------------------- lists
+
+function table(headings, rows) {
+  return el(
+    "table",
+    {},
+    el("thead", {}, el("tr", {}, headings.map((h) => el("th", {}, h)))),
+    el(
+      "tbody",
+      {},
+      rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c)))),
+    ),
+  );
+}
+
+async function renderProjects(main) {
+  main.append(el("h2", {}, "Projects"));
+  const { projects, total } = await api.projects();
+  if (!projects.length) {
+    main.append(el("p", { class: "muted" }, "No projects yet. Create one with: logharbor project create NAME"));
+    return;
+  }
+  main.append(
+    table(
+      ["Project", "Description", "Created"],
+      projects.map((p) => [link(projectHash(p.name), p.name), p.description, formatSeconds(p.createTime)]),
+    ),
+  );
+  if (total > projects.length) main.append(el("p", { class: "muted" }, `${projects.length} of ${total} shown`));
+}
+
+async function renderLogstores(main, project) {
+  main.append(el("h2", {}, `Logstores of ${project}`));
+  const { logstores, total } = await api.logstores(project);
+  if (!logstores.length) {
+    main.append(el("p", { class: "muted" }, "No logstores in this project yet."));
+    return;
+  }
+  main.append(
+    table(
+      ["Logstore", "Shards", "TTL (days)", "Created"],
+      logstores.map((l) => [
+        link(logstoreHash(project, l.name), l.name),
+        l.shardCount,
+        l.ttl,
+        formatSeconds(l.createTime),
+      ]),
+    ),
+  );
+  if (total > logstores.length) main.append(el("p", { class: "muted" }, `${logstores.length} of ${total} shown`));
+}
+
+// ------------------------------------------------------------------- logstore
+
+const TABS = [
+  ["search", "Search"],
+  ["tail", "Live tail"],
+  ["shards", "Shards"],
+  ["index", "Index"],
+];
+
+async function renderLogstore(main, project, logstore, params, signal) {
+  const tab = TABS.some(([id]) => id === params.tab) ? params.tab : "search";
+  main.append(
+    el("h2", {}, logstore),
+    el(
+      "nav",
+      { class: "tabs" },
+      TABS.map(([id, label]) =>
+        el("a", { href: logstoreHash(project, logstore, { tab: id }), class: id === tab ? "active" : null, id: `tab-${id}` }, label),
+      ),
+    ),
+  );
+  const body = el("section", { class: "tab-body" });
+  main.append(body);
+  if (tab === "search") await renderSearch(body, project, logstore, params, signal);
+  else if (tab === "tail") renderTail(body, project, logstore, signal);
+  else if (tab === "shards") await renderShards(body, project, logstore);
+  else await renderIndex(body, project, logstore);
+}
+
+// ------------------------------------------------------------------- search
+
+async function renderSearch(body, project, logstore, params, signal) {
+  const range = RANGES.some(([id]) => id === params.range) ? params.range : "15m";
+  const custom = /^\d+$/.test(params.from ?? "") && /^\d+$/.test(params.to ?? "");
+  const offset = Math.max(0, Number.parseInt(params.offset ?? "0", 10) || 0);
+  const newestFirst = params.order !== "oldest";
+  const input = el("input", {
+    id: "query",
+    class: "query",
+    value: params.q ?? "",
+    placeholder: "* · status: 500 and path: /api* · error | select path, count(*) c group by path order by c desc",
+    spellcheck: "false",
+    "aria-label": "query",
+  });
+  const select = el(
+    "select",
+    { id: "range", "aria-label": "time range" },
+    custom
+      ? el("option", { value: "custom", selected: true }, `${formatSeconds(+params.from)} – ${formatSeconds(+params.to)}`)
+      : null,
+    RANGES.map(([id, label]) => el("option", { value: id, selected: !custom && id === range }, label)),
+  );
+  const order = el("input", { type: "checkbox", id: "newest-first", checked: newestFirst });
+  const form = el(
+    "form",
+    {
+      class: "search",
+      onsubmit: (event) => {
+        event.preventDefault();
+        const chosen = select.value === "custom" ? { from: params.from, to: params.to } : { range: select.value };
+        location.hash = logstoreHash(project, logstore, {
+          tab: "search",
+          q: input.value,
+          ...chosen,
+          order: order.checked ? "newest" : "oldest",
+          run: String(Date.now()), // a new hash, so that the same query runs again
+        });
+      },
+    },
+    input,
+    select,
+    el("label", { class: "check" }, order, " newest first"),
+    el("button", { type: "submit", id: "run" }, "Search"),
+  );
+  const results = el("div", { id: "results" });
+  body.append(form, results);
+  if (params.q === undefined) {
+    results.append(
+      el("p", { class: "muted" }, "Type a search (or * for everything), optionally followed by | and SQL. See docs/search.md for the syntax."),
+    );
+    return;
+  }
+  const query = params.q.trim() || "*";
+  let from, to;
+  if (custom) {
+    [from, to] = [Number(params.from), Number(params.to)];
+  } else {
+    to = Math.floor(Date.now() / 1000) + 1;
+    from = to - RANGES.find(([id]) => id === range)[2];
+  }
+  results.append(el("p", { class: "muted" }, "Searching…"));
+  const request = { query, from, to, line: PAGE_LINES, offset, reverse: newestFirst };
+  const [answer, histogram] = await Promise.all([
+    api.query(project, logstore, request, signal),
+    api.histogram(project, logstore, { query: searchPart(query) || "*", from, to }, signal).catch((error) => error),
+  ]);
+  if (signal.aborted) return;
+  results.replaceChildren();
+  if (!(histogram instanceof Error)) {
+    // a bar opens its own stretch of time
+    const zoom = (bucket) => logstoreHash(project, logstore, { ...params, from: String(bucket.from), to: String(bucket.to), offset: "0" });
+    results.append(renderHistogram(histogram, zoom));
+  }
+  const meta = answer.meta;
+  if (meta.hasSql) {
+    results.append(
+      el("p", { class: "summary", id: "summary" }, `${meta.count} rows · ${meta.elapsedMs} ms${meta.complete ? "" : " · partial"}`),
+      el("div", { class: "scroll" }, table(meta.keys, answer.rows.map((row) => row.map(cell)))),
+    );
+    return;
+  }
+  const shown = answer.logs.length;
+  results.append(
+    el(
+      "p",
+      { class: "summary", id: "summary" },
+      `${meta.matched} logs matched`,
+      shown ? ` · ${offset + 1}–${offset + shown} shown` : "",
+      ` · ${meta.elapsedMs} ms`,
+      meta.complete ? "" : " · partial (the index is still catching up)",
+    ),
+    el("div", { class: "logs", id: "logs" }, answer.logs.map((log) => logEntry(log, project, logstore))),
+    pager(project, logstore, params, offset, shown, meta.matched),
+  );
+}
+
+function cell(value) {
+  if (value === null) return el("span", { class: "muted" }, "null");
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+function pager(project, logstore, params, offset, shown, matched) {
+  const nav = el("nav", { class: "pager" });
+  if (offset > 0) {
+    const previous = Math.max(0, offset - PAGE_LINES);
+    nav.append(link(logstoreHash(project, logstore, { ...params, offset: String(previous) }), "‹ previous"));
+  }
+  if (offset + shown < matched) {
+    nav.append(link(logstoreHash(project, logstore, { ...params, offset: String(offset + shown) }), "next ›"));
+  }
+  return nav;
+}
+
+function renderHistogram(answer, zoom) {
+  const buckets = answer.buckets;
+  const highest = Math.max(1, ...buckets.map((b) => b.count));
+  const bars = el("div", { class: "bars", id: "histogram" });
+  for (const bucket of buckets) {
+    const height = bucket.count ? Math.max(2, Math.round((bucket.count / highest) * 100)) : 0;
+    const bar = el("div", {
+      class: "bar",
+      title: `${formatSeconds(bucket.from)} – ${formatSeconds(bucket.to)}: ${bucket.count}`,
+      "data-count": bucket.count,
+    });
+    bar.style.height = `${height}%`;
+    bars.append(el("a", { class: "slot", href: zoom(bucket), "aria-label": bar.title }, bar));
+  }
+  const first = buckets[0];
+  const last = buckets[buckets.length - 1];
+  return el(
+    "figure",
+    { class: "histogram" },
+    bars,
+    first ? el("figcaption", {}, el("span", {}, formatSeconds(first.from)), el("span", {}, `${answer.total} logs`), el("span", {}, formatSeconds(last.to))) : null,
+  );
+}
+
+/** One log: its time and fields on a line; opened, every field, tag and where it is,
+ * and (for search results) a button for the logs around it in its shard. */
+function logEntry(log, project = null, logstore = null) {
+  const fields = log.contents.map(([k, v]) => el("span", { class: "field" }, el("span", { class: "key" }, k), "=", v));
+  const details = [
+    ...(log.topic ? [["__topic__", log.topic]] : []),
+    ...(log.source ? [["__source__", log.source]] : []),
+    ...Object.entries(log.tags ?? {}).map(([k, v]) => [`__tag__:${k}`, v]),
+    ...(log.shardId === undefined ? [] : [["shard", String(log.shardId)], ["cursor", log.cursor], ["index", String(log.index)]]),
+    ...log.contents,
+  ];
+  const entry = el(
+    "details",
+    { class: "log" },
+    el("summary", {}, el("time", {}, formatTime(log.timeNs / 1e6)), " ", fields),
+    el("dl", {}, details.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
+  );
+  if (project !== null && log.cursor !== undefined) {
+    const around = el("div", { class: "context" });
+    const button = el("button", { type: "button", class: "link context-button" }, "Logs around this one");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        const { before, after } = await api.context(project, logstore, log, CONTEXT_LOGS);
+        const here = logEntry(log);
+        here.classList.add("here");
+        around.replaceChildren(
+          el("p", { class: "muted" }, `${before.length} before and ${after.length} after it in shard ${log.shardId}`),
+          el("div", { class: "logs" }, before.map((l) => logEntry(l)), here, after.map((l) => logEntry(l))),
+        );
+      } catch (error) {
+        around.replaceChildren(errorBox(error));
+      } finally {
+        button.disabled = false;
+      }
+    });
+    entry.append(el("div", { class: "entry-actions" }, button), around);
+  }
+  return entry;
+}
+
+// ------------------------------------------------------------------- live tail
+
+function renderTail(body, project, logstore, signal) {
+  const filter = el("input", { id: "tail-filter", placeholder: "show only entries containing…", "aria-label": "filter" });
+  const status = el("span", { class: "muted", id: "tail-status" }, "starting…");
+  const list = el("div", { class: "logs", id: "tail" });
+  let paused = false;
+  const pause = el("button", { id: "tail-pause", type: "button" }, "Pause");
+  pause.addEventListener("click", () => {
+    paused = !paused;
+    pause.textContent = paused ? "Resume" : "Pause";
+  });
+  const matches = (entry) => !filter.value || entry.textContent.toLowerCase().includes(filter.value.toLowerCase());
+  filter.addEventListener("input", () => {
+    for (const entry of list.children) entry.hidden = !matches(entry);
+  });
+  body.append(
+    el("div", { class: "toolbar" }, pause, filter, el("button", { type: "button", onclick: () => list.replaceChildren() }, "Clear"), status),
+    el("p", { class: "muted" }, `New logs as they arrive, newest first (the last ${TAIL_LIMIT} kept).`),
+    list,
+  );
+  const show = (group, log) => {
+    const entry = logEntry({ ...log, topic: group.topic, source: group.source, tags: group.tags });
+    entry.hidden = !matches(entry);
+    list.prepend(entry);
+    while (list.children.length > TAIL_LIMIT) list.lastElementChild.remove();
+  };
+  const report = (text) => {
+    status.textContent = text;
+  };
+  follow(project, logstore, signal, show, report, () => paused).catch((error) => {
+    if (!signal.aborted) body.append(errorBox(error));
+  });
+}
+
+/** Pull every shard from its end, in turn, until ``signal`` aborts. */
+async function follow(project, logstore, signal, show, report, isPaused) {
+  const cursors = new Map(); // shard id → next cursor
+  let received = 0;
+  let listed = 0;
+  while (!signal.aborted) {
+    if (Date.now() - listed > 15_000) {
+      // new shards appear when one is split or merged
+      const { shards } = await api.shards(project, logstore);
+      for (const shard of shards) {
+        if (!cursors.has(shard.shardId) && shard.status === "readwrite") {
+          const { cursor } = await api.cursor(project, logstore, shard.shardId, "end");
+          cursors.set(shard.shardId, cursor);
+        }
+      }
+      listed = Date.now();
+    }
+    let found = false;
+    if (!isPaused()) {
+      for (const [shard, cursor] of cursors) {
+        if (signal.aborted) return;
+        let answer;
+        try {
+          answer = await api.pull(project, logstore, shard, cursor, 0, signal);
+        } catch (error) {
+          if (signal.aborted) return;
+          report(`shard ${shard}: ${error.message}; retrying`);
+          continue;
+        }
+        cursors.set(shard, answer.nextCursor);
+        for (const group of answer.logGroups) {
+          for (const log of group.logs) {
+            show(group, log);
+            received += 1;
+          }
+        }
+        found ||= answer.count > 0;
+      }
+    }
+    report(`${isPaused() ? "paused" : "following"} ${cursors.size} shards · ${received} logs received`);
+    if (!found) await sleep(TAIL_IDLE_MS, signal);
+  }
+}
+
+// ------------------------------------------------------------------- shards, index
+
+async function renderShards(body, project, logstore) {
+  const { shards } = await api.shards(project, logstore);
+  body.append(
+    table(
+      ["Shard", "Status", "Begin key", "End key", "Created", "Parents", "Children"],
+      shards.map((s) => [String(s.shardId), s.status, s.beginKey, s.endKey, formatSeconds(s.createTime), s.parents.join(", "), s.children.join(", ")]),
+    ),
+  );
+}
+
+async function renderIndex(body, project, logstore) {
+  let index;
+  try {
+    index = await api.index(project, logstore);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) {
+      body.append(
+        el("p", { id: "no-index" }, "This logstore has no index, so it cannot be searched yet. Create one with: ", el("code", {}, `logharbor index set ${project} ${logstore}`)),
+      );
+      return;
+    }
+    throw error;
+  }
+  body.append(el("pre", { id: "index-config" }, JSON.stringify(index, null, 2)));
+}
+
+// ------------------------------------------------------------------- start
+
+async function start() {
+  window.addEventListener("hashchange", route);
+  const saved = sessionStorage.getItem(CREDENTIALS);
+  if (saved) {
+    api = new Api(JSON.parse(saved));
+  } else {
+    // a server run with --no-auth answers unsigned requests
+    const unsigned = new Api(null);
+    try {
+      await unsigned.projects();
+      api = unsigned;
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401)) {
+        root.replaceChildren(el("main", {}, errorBox(error)));
+        return;
+      }
+    }
+  }
+  await route();
+}
+
+if (root) start();
