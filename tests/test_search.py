@@ -11,6 +11,7 @@ import pytest
 
 from groups import prepared
 from logharbor.engine import Engine, EngineConfig
+from logharbor.engine.index.query import QueryLimits
 from logharbor.engine.index.search import SearchSyntaxError, parse_search
 from logharbor.engine.types import NANOS_PER_DAY, NANOS_PER_SECOND
 from logharbor.protocol.errors import ErrorCode, ServiceError
@@ -82,6 +83,13 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
         ).result()
     yield eng
     eng.close()
+
+
+def _wait_searchable(engine: Engine, logs: int) -> None:
+    deadline = time.monotonic() + 30
+    while engine.query("shop", "access", "*", *WIDE, line=0).matched != logs:
+        assert time.monotonic() < deadline, "the logs did not become searchable"
+        time.sleep(0.05)
 
 
 def matched(engine: Engine, query: str) -> list[str]:
@@ -317,6 +325,43 @@ class TestResults:
         with pytest.raises(ServiceError) as exc:
             engine.query("shop", "access", f"* | {sql}", *WIDE)
         assert exc.value.code is ErrorCode.INVALID_QUERY
+
+    def test_an_analysis_without_limit_answers_100_rows_as_sls(self, tmp_path: Path) -> None:
+        eng = Engine(EngineConfig(ingest_workers=0, data_dir=tmp_path / "e"))
+        try:
+            eng.create_project("shop")
+            eng.create_logstore("shop", "access", shard_count=1)
+            eng.create_index("shop", "access", {"line": {}})
+            many = [{"n": str(i)} for i in range(150)]
+            eng.put("shop", "access", prepared(*many, time=T0)).result()
+            _wait_searchable(eng, 150)
+            every = "* | select n from log order by cast(n as int)"
+            assert len(eng.query("shop", "access", every, *WIDE).rows) == 100
+            assert len(eng.query("shop", "access", every + " limit 120", *WIDE).rows) == 120
+            grouped = "* | select n, count(*) from log group by n union all select 'x', 1"
+            assert len(eng.query("shop", "access", grouped, *WIDE).rows) == 100
+        finally:
+            eng.close()
+
+    def test_an_answer_too_large_is_refused_not_held(self, tmp_path: Path) -> None:
+        """``select * from log`` over millions of logs once took the server's memory
+        with it; now the answer is read in chunks and refused past its bounds."""
+        limits = QueryLimits(max_rows=50, max_answer_bytes=1 << 20)
+        eng = Engine(EngineConfig(ingest_workers=0, data_dir=tmp_path / "e", query_limits=limits))
+        try:
+            eng.create_project("shop")
+            eng.create_logstore("shop", "access", shard_count=1)
+            eng.create_index("shop", "access", {"line": {}})
+            eng.put("shop", "access", prepared(*({"n": str(i)} for i in range(80)), time=T0))
+            _wait_searchable(eng, 80)
+            assert len(eng.query("shop", "access", "* | select n limit 50", *WIDE).rows) == 50
+            for sql in ("select n limit 51", "select repeat(n, 40000) limit 20"):
+                with pytest.raises(ServiceError) as exc:
+                    eng.query("shop", "access", f"* | {sql}", *WIDE)
+                assert exc.value.code is ErrorCode.QUERY_TOO_LARGE
+                assert "aggregate further or lower the LIMIT" in exc.value.message
+        finally:
+            eng.close()
 
     def test_histogram(self, engine: Engine) -> None:
         buckets, complete = engine.histogram(

@@ -78,6 +78,9 @@ class QueryLimits:
     max_concurrency: int = 4
     max_wait: float = 5.0  # seconds to wait for a free query slot
     max_lines: int = 1000  # logs per page of a search
+    default_rows: int = 100  # rows of an SQL answer whose query has no LIMIT (as SLS)
+    max_rows: int = 1_000_000  # rows of an SQL answer at most (SLS's largest LIMIT)
+    max_answer_bytes: int = 128 << 20  # an SQL answer's memory in the server, about
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +200,8 @@ class QueryRunner:
         with self._session(store) as db:
             where = _where(db, store, search, config, columns, from_ns, to_ns, topic)
             if sql is not None:
-                keys, rows = _fetch(db, self._analysis(sql, where, config, columns))
+                analysis = self._analysis(sql, where, config, columns)
+                keys, rows = _fetch_bounded(db, analysis, self.limits)
                 result = QueryResult(
                     True, keys=keys, rows=rows, where_query=search or "*", agg_query=sql
                 )
@@ -230,6 +234,9 @@ class QueryRunner:
         if any(tree.find_all(exp.Placeholder)):
             raise ServiceError(ErrorCode.INVALID_QUERY, "placeholders are not supported")
         _guard_generated_values(tree)
+        if tree.args.get("limit") is None and tree.args.get("fetch") is None:
+            # as SLS: an analysis without LIMIT answers its first 100 rows
+            tree = tree.limit(self.limits.default_rows, copy=False)
         aliases = {a.alias for a in tree.find_all(exp.Alias)}
         fields = {c.name for c in tree.find_all(exp.Column) if c.name} - aliases
         if any(isinstance(e, exp.Star) for q in tree.find_all(exp.Select) for e in q.expressions):
@@ -347,6 +354,40 @@ def _page(
 def _fetch(db: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     result = db.execute(sql)
     return [d[0] for d in result.description or []], result.fetchall()
+
+
+def _fetch_bounded(
+    db: duckdb.DuckDBPyConnection, sql: str, limits: QueryLimits
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """An SQL answer, refused once it passes ``max_rows`` rows or takes about
+    ``max_answer_bytes`` of memory: read in chunks, so that an answer of millions of
+    rows never sits in memory whole (``select * from log`` over 2M logs took 820 MB)."""
+    result = db.execute(sql)
+    keys = [d[0] for d in result.description or []]
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    while chunk := result.fetchmany(_ANSWER_CHUNK):
+        rows.extend(chunk)
+        size += sum(_value_size(v) for row in chunk for v in row)
+        if len(rows) > limits.max_rows or size > limits.max_answer_bytes:
+            raise ServiceError(
+                ErrorCode.QUERY_TOO_LARGE,
+                f"the SQL answer is larger than {limits.max_rows:,} rows or "
+                f"{limits.max_answer_bytes >> 20} MB: aggregate further or lower the LIMIT",
+            )
+    return keys, rows
+
+
+_ANSWER_CHUNK = 256  # rows: up to 100,000 characters each (see the guards)
+
+
+def _value_size(value: Any) -> int:
+    """About the memory a value of an answer takes, as a Python object."""
+    if isinstance(value, str | bytes):
+        return 56 + len(value)
+    if isinstance(value, list | tuple | dict):
+        return 56 + len(str(value))
+    return 32
 
 
 def _where(
