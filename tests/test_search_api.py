@@ -353,6 +353,37 @@ def test_sql_cannot_build_huge_values(
     assert named["meta"]["keys"] == ["repeat('a', 2)"], named  # type: ignore[index]
 
 
+def test_format_widths_cannot_build_huge_strings(
+    server: ServerProcess, unique_name: Callable[[str], str]
+) -> None:
+    """A width in a printf or format string builds a string that long: widths must be
+    constants within the string guard; small ones and literal digits work."""
+    path, now = seed(server, unique_name("fmt"))
+    window = {"from": now - 60, "to": now + 60}
+
+    def query(sql: str) -> httpx.Response:
+        return call(server, "POST", path + "/query", {**window, "query": f"* | {sql} limit 1"})
+
+    for sql in (
+        "select printf('%0200000d', 1)",
+        "select printf('%.200000f', 1.5)",
+        "select printf('%*d', 1000000000, 1)",
+        "select sprintf('%s and %1000000s', 'a', 'b')",
+        "select format('{:>200000}', 'x')",
+        "select format('{:>{}}', 'x', 1000000000)",
+        "select printf(status, 1)",  # a format from the logs: its widths are unknown
+    ):
+        message = error(query(sql), 400, "InvalidQuery")
+        assert "format" in message, sql
+    fine = ok(
+        query(
+            "select printf('order 1234567: %05d|%%|%-4s|', 42, 'ab') as p, "
+            "format('{:0>6} {{}} {}', 7, 'x') as f"
+        )
+    )
+    assert fine["rows"] == [["order 1234567: 00042|%|ab  |", "000007 {} x"]], fine
+
+
 def test_sql_results_may_hold_nan_and_infinities(
     server: ServerProcess, unique_name: Callable[[str], str]
 ) -> None:

@@ -234,6 +234,7 @@ class QueryRunner:
         if any(tree.find_all(exp.Placeholder)):
             raise ServiceError(ErrorCode.INVALID_QUERY, "placeholders are not supported")
         _guard_generated_values(tree)
+        _guard_formats(tree)
         if tree.args.get("limit") is None and tree.args.get("fetch") is None:
             # as SLS: an analysis without LIMIT answers its first 100 rows
             tree = tree.limit(self.limits.default_rows, copy=False)
@@ -553,6 +554,42 @@ def _volatile(node: Any) -> bool:
         if isinstance(n, exp.Rand) or name in _VOLATILE:
             return True
     return False
+
+
+_PRINTF_SPEC = re.compile(r"%(?:%|[-+ #0']*(\*|\d+)?(?:\.(\*|\d+))?)")
+_FMT_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)(\{?)")
+
+
+def _guard_formats(tree: exp.Query) -> None:
+    """A width or precision in a ``printf``/``format`` string builds a string that
+    long (``printf('%0200000d', 1)``): the format must be a constant whose widths
+    stay within the string guard, and none may come from an argument."""
+    for node in tree.find_all(exp.Format, exp.Anonymous):
+        if isinstance(node, exp.Format):
+            name, pattern = "format", node.this
+        elif str(node.this).lower() in ("printf", "sprintf", "format"):
+            name = str(node.this).lower()
+            pattern = node.expressions[0] if node.expressions else None
+        else:
+            continue
+        if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+            raise ServiceError(
+                ErrorCode.INVALID_QUERY, f"the format given to {name} must be a constant string"
+            )
+        text = pattern.this
+        widths = [w for m in _PRINTF_SPEC.finditer(text) for w in m.groups() if w]
+        for replacement in _FMT_FIELD.finditer(text):
+            inside, nested = replacement.groups()
+            if nested:  # "{:>{}}": a width from an argument
+                widths.append("*")
+            elif inside is not None and ":" in inside:
+                widths += re.findall(r"\d+", inside.split(":", 1)[1])
+        if "*" in widths or any(int(w) > _MAX_STRING_CHARS for w in widths):
+            raise ServiceError(
+                ErrorCode.INVALID_QUERY,
+                f"widths in the format of {name} must be constants of at most "
+                f"{_MAX_STRING_CHARS:,} characters",
+            )
 
 
 def _guard_generated_values(tree: exp.Query) -> None:
