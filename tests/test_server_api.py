@@ -242,6 +242,32 @@ class TestWriteAndPull:
             {"timeNs": 1_800_000_001_000_000_000, "contents": [["k", "1"], ["k", "2"]]},
         ]
 
+    def test_a_json_pull_decodes_at_most_8_mib(self, server: ServerProcess, logstore: str) -> None:
+        """maxBytes counts stored bytes: logs that compress well decoded to a thousand
+        times as much JSON (839 MB for 3.3 MB stored). A JSON pull stops before the log
+        group that would pass 8 MiB decompressed, and the next cursor resumes there."""
+        raw = log_group_bytes(*({"k": "a" * (1 << 20)} for _ in range(5)))  # 5 MiB each
+        body = lz4.block.compress(raw, store_size=False)
+        cursors = [
+            ok(put(server, logstore, body, compress="lz4", raw_size=len(raw)))["cursor"]
+            for _ in range(3)
+        ]
+        cursor, seen = str(cursors[0]), []
+        for _ in range(3):
+            answer = pull(server, logstore, cursor, format="json", count="100")
+            content = ok(answer)
+            groups = content["logGroups"]
+            assert len(groups) == 1 and answer.headers["x-lh-count"] == "1"  # type: ignore[arg-type]
+            assert answer.headers["x-lh-raw-size"] == str(len(raw))
+            seen += [g["cursor"] for g in groups]  # type: ignore[attr-defined]
+            cursor = str(content["nextCursor"])
+            assert answer.headers["x-lh-next-cursor"] == cursor
+        assert seen == cursors
+        assert cursor == content["endCursor"]
+        # frames are not decoded on the server: they come as the budget allows
+        frames = pull(server, logstore, str(cursors[0]), count="100")
+        assert frames.headers["x-lh-count"] == "3"
+
     def test_cursor_by_time_and_cursor_time(self, server: ServerProcess, logstore: str) -> None:
         before = time.time()
         raw = log_group_bytes({"n": "1"})

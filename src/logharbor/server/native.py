@@ -74,9 +74,23 @@ def _text(value: bytes | str) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "backslashreplace")
 
 
-def pull_json(result: PullResult) -> dict[str, Any]:
-    groups = []
+JSON_PULL_RAW_BYTES = 8 << 20  # decompressed data one format=json pull decodes at most
+
+
+def pull_json(result: PullResult, max_raw: int = JSON_PULL_RAW_BYTES) -> dict[str, Any]:
+    """A pull as JSON: its log groups decoded, up to ``max_raw`` bytes of them once
+    decompressed (at least one).  ``maxBytes`` counts stored bytes, and logs that
+    compress well would otherwise decode to a thousand times that (20 log groups of
+    3.3 MB stored made 839 MB of JSON and took 2.4 GB)."""
+    groups: list[dict[str, Any]] = []
+    raw_total = logs_total = 0
+    next_position = result.next_position
     for frame in iter_frames(result.frames, verify=False):
+        if groups and raw_total + frame.raw_size > max_raw:
+            next_position = frame.position  # the rest comes with the next pull
+            break
+        raw_total += frame.raw_size
+        logs_total += frame.log_count
         group = RawLogGroup.FromString(frame.raw())
         groups.append(
             {
@@ -95,10 +109,11 @@ def pull_json(result: PullResult) -> dict[str, Any]:
             }
         )
     return {
-        "nextCursor": encode_cursor(result.next_position),
+        "nextCursor": encode_cursor(next_position),
         "endCursor": encode_cursor(result.end_position),
-        "count": result.group_count,
-        "logCount": result.log_count,
+        "count": len(groups),
+        "logCount": logs_total,
+        "rawSize": raw_total,
         "logGroups": groups,
     }
 
@@ -448,7 +463,12 @@ class NativeAPI:
             "x-lh-shard-status": status.value,
         }
         if output == "json":
-            return JSONResponse(await run_in_threadpool(pull_json, result), headers=headers)
+            content = await run_in_threadpool(pull_json, result)
+            headers["x-lh-next-cursor"] = content["nextCursor"]
+            headers["x-lh-count"] = str(content["count"])
+            headers["x-lh-log-count"] = str(content["logCount"])
+            headers["x-lh-raw-size"] = str(content.pop("rawSize"))
+            return JSONResponse(content, headers=headers)
         return Response(result.frames, media_type=FRAMES_MEDIA_TYPE, headers=headers)
 
     async def _wait_for_data(
