@@ -363,6 +363,29 @@ class TestResults:
         finally:
             eng.close()
 
+    def test_a_page_of_huge_logs_is_refused_not_held(self, tmp_path: Path) -> None:
+        limits = QueryLimits(max_answer_bytes=1 << 20)
+        eng = Engine(EngineConfig(ingest_workers=0, data_dir=tmp_path / "e", query_limits=limits))
+        try:
+            eng.create_project("shop")
+            eng.create_logstore("shop", "access", shard_count=1)
+            eng.create_index("shop", "access", {"line": {}})
+            huge = [{"n": str(i), "body": "x" * 400_000} for i in range(5)]
+            eng.put("shop", "access", prepared(*huge, time=T0)).result()
+            _wait_searchable(eng, 5)
+            assert len(eng.query("shop", "access", "*", *WIDE, line=2).logs) == 2
+            with pytest.raises(ServiceError) as exc:
+                eng.query("shop", "access", "*", *WIDE, line=5)
+            assert exc.value.code is ErrorCode.QUERY_TOO_LARGE
+            assert "ask for fewer logs" in exc.value.message
+            first = eng.query("shop", "access", "*", *WIDE, line=1).logs[0]
+            with pytest.raises(ServiceError):
+                eng.context("shop", "access", 0, first.position, 0, back=0, forward=4)
+            _, after = eng.context("shop", "access", 0, first.position, 0, back=0, forward=1)
+            assert len(after) == 1
+        finally:
+            eng.close()
+
     def test_histogram(self, engine: Engine) -> None:
         buckets, complete = engine.histogram(
             "shop",

@@ -172,7 +172,7 @@ class QueryRunner:
 
     def _execute(self, store: IndexStore, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self._session(store) as cursor:
-            return _fetch(cursor, sql)
+            return _fetch_bounded(cursor, sql, self.limits, _FEWER_LOGS)
 
     # ------------------------------------------------------------------ logs
 
@@ -201,13 +201,13 @@ class QueryRunner:
             where = _where(db, store, search, config, columns, from_ns, to_ns, topic)
             if sql is not None:
                 analysis = self._analysis(sql, where, config, columns)
-                keys, rows = _fetch_bounded(db, analysis, self.limits)
+                keys, rows = _fetch_bounded(db, analysis, self.limits, _SMALLER_ANSWER)
                 result = QueryResult(
                     True, keys=keys, rows=rows, where_query=search or "*", agg_query=sql
                 )
             else:
                 order = "DESC" if reverse else "ASC"
-                logs, matched = _page(db, where, columns, order, line, offset)
+                logs, matched = _page(db, where, columns, order, line, offset, self.limits)
                 result = QueryResult(False, logs=logs, matched=matched, where_query=search or "*")
         result.elapsed_ms = int((time.perf_counter() - started) * 1000)
         return result
@@ -340,13 +340,16 @@ def _page(
     order: str,
     line: int,
     offset: int,
+    limits: QueryLimits,
 ) -> tuple[list[LogRow], int]:
     """One page of the logs a search keeps, and how many it keeps."""
-    _, rows = _fetch(
+    _, rows = _fetch_bounded(
         db,
         f"SELECT {_row_columns(columns)} FROM logs WHERE {where} "
         f"ORDER BY t {order}, shard {order}, pos {order}, idx {order} "
         f"LIMIT {int(line)} OFFSET {int(offset)}",
+        limits,
+        _FEWER_LOGS,
     )
     _, counted = _fetch(db, f"SELECT count(*) FROM logs WHERE {where}")
     return [_log_row(r, columns) for r in rows], int(counted[0][0])
@@ -357,12 +360,17 @@ def _fetch(db: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tup
     return [d[0] for d in result.description or []], result.fetchall()
 
 
+_SMALLER_ANSWER = "aggregate further or lower the LIMIT"
+_FEWER_LOGS = "ask for fewer logs at a time"
+
+
 def _fetch_bounded(
-    db: duckdb.DuckDBPyConnection, sql: str, limits: QueryLimits
+    db: duckdb.DuckDBPyConnection, sql: str, limits: QueryLimits, advice: str
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """An SQL answer, refused once it passes ``max_rows`` rows or takes about
+    """An answer, refused once it passes ``max_rows`` rows or takes about
     ``max_answer_bytes`` of memory: read in chunks, so that an answer of millions of
-    rows never sits in memory whole (``select * from log`` over 2M logs took 820 MB)."""
+    rows never sits in memory whole (``select * from log`` over 2M logs took 820 MB),
+    nor a page of a few huge logs."""
     result = db.execute(sql)
     keys = [d[0] for d in result.description or []]
     rows: list[tuple[Any, ...]] = []
@@ -373,8 +381,8 @@ def _fetch_bounded(
         if len(rows) > limits.max_rows or size > limits.max_answer_bytes:
             raise ServiceError(
                 ErrorCode.QUERY_TOO_LARGE,
-                f"the SQL answer is larger than {limits.max_rows:,} rows or "
-                f"{limits.max_answer_bytes >> 20} MB: aggregate further or lower the LIMIT",
+                f"the answer is larger than {limits.max_rows:,} rows or "
+                f"{limits.max_answer_bytes >> 20} MB: {advice}",
             )
     return keys, rows
 
