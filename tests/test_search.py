@@ -326,6 +326,43 @@ class TestResults:
             engine.query("shop", "access", f"* | {sql}", *WIDE)
         assert exc.value.code is ErrorCode.INVALID_QUERY
 
+    def test_sql_names_a_field_by_its_alias(self, engine: Engine) -> None:
+        """As in SLS, an alias in the index configuration is another name for the
+        field in SQL, with the field's type."""
+        engine.update_index(
+            "shop",
+            "access",
+            {
+                "line": {},
+                "keys": {
+                    "latency": {"type": "long", "alias": "ms"},
+                    "status": {"alias": "status"},  # its own name: allowed, changes nothing
+                    "request": {"type": "json", "json_keys": {"user": {"alias": "who"}}},
+                },
+            },
+        )
+        result = engine.query(
+            "shop",
+            "access",
+            "* | select max(ms) as top, max(latency) as same, count(who) as n",
+            *WIDE,
+        )
+        assert result.rows == [(300, 300, 0)]  # typed: 300 > 95 as numbers, not as text
+
+    @pytest.mark.parametrize(
+        "keys",
+        [
+            {"a": {"alias": "b"}, "b": {}},  # an alias that is another key's name
+            {"a": {"alias": "x"}, "b": {"alias": "x"}},  # one alias for two fields
+            {"j": {"type": "json", "json_keys": {"u": {"alias": "a"}}}, "a": {}},
+        ],
+    )
+    def test_an_ambiguous_alias_is_refused(self, engine: Engine, keys: dict[str, object]) -> None:
+        with pytest.raises(ServiceError) as exc:
+            engine.update_index("shop", "access", {"line": {}, "keys": keys})
+        assert exc.value.code is ErrorCode.INVALID_PARAMETER
+        assert "names two fields" in exc.value.message
+
     def test_an_analysis_without_limit_answers_100_rows_as_sls(self, tmp_path: Path) -> None:
         eng = Engine(EngineConfig(ingest_workers=0, data_dir=tmp_path / "e"))
         try:

@@ -49,6 +49,7 @@ class IndexConfig:
     line_tokens: tuple[str, ...] | None  # None: no full-text index
     line_case_sensitive: bool = False
     keys: dict[str, KeyConfig] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # alias → field, for SQL
 
     def key(self, name: str) -> KeyConfig | None:
         """The rules of a field, or of a sub-key of a json key (``parent.path``)."""
@@ -130,7 +131,23 @@ def parse_index_config(document: Any) -> IndexConfig:
         line_tokens = _tokens(line.get("token"), "line")
         line_case = _bool(line.get("caseSensitive"), "line.caseSensitive")
     keys = _keys(document.get("keys", {}), "keys")
-    return IndexConfig(document, line_tokens, line_case, keys)
+    return IndexConfig(document, line_tokens, line_case, keys, _aliases(keys))
+
+
+def _aliases(keys: dict[str, KeyConfig], prefix: str = "") -> dict[str, str]:
+    """alias → the field it names (``outer.inner`` for a json key's member); an alias
+    may be neither another alias nor a configured key's name."""
+    found: dict[str, str] = {}
+    for name, spec in keys.items():
+        if spec.alias and spec.alias != prefix + name:
+            if spec.alias in found or (not prefix and spec.alias in keys):
+                raise _error(f"alias {spec.alias!r} names two fields")
+            found[spec.alias] = prefix + name
+        for alias, inner in _aliases(spec.json_keys, f"{prefix}{name}.").items():
+            if alias in found or alias in keys:
+                raise _error(f"alias {alias!r} names two fields")
+            found[alias] = inner
+    return found
 
 
 def _keys(keys_doc: Any, where: str) -> dict[str, KeyConfig]:

@@ -246,8 +246,9 @@ class QueryRunner:
         for name in sorted(fields):
             if name in _BASE_COLUMNS:
                 continue
-            value = field_expression(name, columns, config)
-            key = config.key(name)
+            target = config.aliases.get(name, name)  # SQL may name a field by its alias
+            value = field_expression(target, columns, config)
+            key = config.key(target)
             if key is not None and key.type in _SQL_TYPES:
                 value = f"TRY_CAST({value} AS {_SQL_TYPES[key.type]})"
             selected.append(f"{value} AS {_quote(name)}")
