@@ -194,6 +194,25 @@ def test_shards_and_index_tabs(browser: WebDriver, server: ServerProcess, shop: 
     assert '"token"' in text_of(browser, "#index-config")
 
 
+def test_consumer_groups_tab_shows_holders_lag_and_checkpoints(
+    browser: WebDriver, server: ServerProcess, client: LogClient, shop: str
+) -> None:
+    client.create_consumer_group(shop, "access", "billing", timeout=30)
+    held = client.heartbeat(shop, "access", "billing", "worker-1", [])
+    assert held == [0, 1]
+    start = client.get_cursor(shop, "access", 0, "begin")
+    client.update_checkpoint(shop, "access", "billing", 0, start, consumer="worker-1")
+    sign_in(browser, server)
+    wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, shop), "the project list")
+    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/access?tab=groups")
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".group tbody tr"), "the group")
+    assert "billing" in text_of(browser, ".group h3")
+    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, ".group tbody tr")]
+    assert len(rows) == 2 and all("worker-1" in r for r in rows)
+    assert start in rows[0]  # shard 0's checkpoint; shard 1 has none
+    assert "none" in rows[1]
+
+
 def test_a_wrong_secret_is_refused_and_sign_out_forgets_the_key(
     browser: WebDriver, server: ServerProcess
 ) -> None:

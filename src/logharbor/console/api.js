@@ -151,6 +151,24 @@ export class Api {
     });
   }
 
+  consumerGroups(project, logstore) {
+    return this.request("GET", `${this.logstorePath(project, logstore)}/consumergroups`);
+  }
+
+  consumerGroupStatus(project, logstore, group) {
+    return this.request(
+      "GET",
+      `${this.logstorePath(project, logstore)}/consumergroups/${encodeURIComponent(group)}/status`,
+    );
+  }
+
+  checkpoints(project, logstore, group) {
+    return this.request(
+      "GET",
+      `${this.logstorePath(project, logstore)}/consumergroups/${encodeURIComponent(group)}/checkpoints`,
+    );
+  }
+
   cursor(project, logstore, shard, from) {
     return this.request("GET", `${this.logstorePath(project, logstore)}/shards/${shard}/cursor`, {
       params: [["from", from]],

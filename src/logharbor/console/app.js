@@ -267,6 +267,7 @@ const TABS = [
   ["search", "Search"],
   ["tail", "Live tail"],
   ["shards", "Shards"],
+  ["groups", "Consumer groups"],
   ["index", "Index"],
 ];
 
@@ -287,6 +288,7 @@ async function renderLogstore(main, project, logstore, params, signal) {
   if (tab === "search") await renderSearch(body, project, logstore, params, signal);
   else if (tab === "tail") renderTail(body, project, logstore, signal);
   else if (tab === "shards") await renderShards(body, project, logstore);
+  else if (tab === "groups") await renderGroups(body, project, logstore);
   else await renderIndex(body, project, logstore);
 }
 
@@ -558,6 +560,53 @@ async function renderShards(body, project, logstore) {
       shards.map((s) => [String(s.shardId), s.status, s.beginKey, s.endKey, formatSeconds(s.createTime), s.parents.join(", "), s.children.join(", ")]),
     ),
   );
+}
+
+/** Each consumer group of the logstore: who holds which shard, how far behind each
+ * shard is, and where its checkpoint stands. */
+async function renderGroups(body, project, logstore) {
+  const { consumerGroups } = await api.consumerGroups(project, logstore);
+  if (!consumerGroups.length) {
+    body.append(el("p", { class: "muted", id: "no-groups" }, "No consumer groups read this logstore."));
+    return;
+  }
+  for (const group of consumerGroups) {
+    const [status, { checkpoints }] = await Promise.all([
+      api.consumerGroupStatus(project, logstore, group.name),
+      api.checkpoints(project, logstore, group.name),
+    ]);
+    const holders = new Map();
+    for (const consumer of status.consumers) {
+      for (const shard of consumer.shards) holders.set(String(shard), consumer.name);
+    }
+    const saved = new Map(checkpoints.map((c) => [String(c.shardId), c]));
+    body.append(
+      el(
+        "section",
+        { class: "group", "data-group": group.name },
+        el("h3", {}, group.name),
+        el(
+          "p",
+          { class: "muted" },
+          `timeout ${group.timeout} s · ${group.inOrder ? "in order" : "any order"} · ${status.consumers.length} consumers`,
+        ),
+        table(
+          ["Shard", "Held by", "Behind (log groups)", "Behind (seconds)", "Checkpoint", "Saved"],
+          status.shards.map((lag) => {
+            const point = saved.get(String(lag.shard));
+            return [
+              String(lag.shard),
+              holders.get(String(lag.shard)) ?? el("span", { class: "muted" }, "nobody"),
+              String(lag.behindLogGroups),
+              String(lag.behindSeconds),
+              point?.cursor || el("span", { class: "muted" }, "none"),
+              point?.updateTime ? formatSeconds(point.updateTime) : "",
+            ];
+          }),
+        ),
+      ),
+    );
+  }
 }
 
 async function renderIndex(body, project, logstore) {
