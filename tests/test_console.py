@@ -150,3 +150,35 @@ def test_a_request_the_console_signs_is_accepted(server: ServerProcess) -> None:
     )
     forged = httpx.get(server.endpoint + "/api/v1/projects", params=params, headers=headers)
     assert forged.status_code == 401
+
+
+_SKEW = """
+const api = await import(process.argv[1]);
+const AHEAD = 3600 * 1000; // the server's clock is an hour ahead of this one
+const dates = [];
+globalThis.fetch = async (url, init) => {
+  const now = Date.now() + AHEAD;
+  const date = init.headers["x-lh-date"];
+  const sent = /^(\\d{4})(\\d\\d)(\\d\\d)T(\\d\\d)(\\d\\d)(\\d\\d)Z$/.exec(date);
+  const when = Date.UTC(+sent[1], +sent[2] - 1, +sent[3], +sent[4], +sent[5], +sent[6]);
+  dates.push(Math.round((when - Date.now()) / 60000));
+  const headers = new Headers({ date: new Date(now).toUTCString() });
+  if (Math.abs(when - now) > 15 * 60 * 1000) {
+    const refusal = { errorCode: "RequestTimeExpired", errorMessage: "skew", requestId: "r" };
+    return new Response(JSON.stringify(refusal), { status: 403, headers });
+  }
+  return new Response('{"projects": [], "count": 0, "total": 0}', { status: 200, headers });
+};
+const client = new api.Api({ keyId: "k", secret: "s" });
+await client.projects();
+await client.projects();
+console.log(JSON.stringify({ dates, ahead: Math.round((api.serverNow() - Date.now()) / 60000) }));
+"""
+
+
+def test_the_console_signs_with_the_servers_clock_when_its_own_is_off() -> None:
+    """A browser an hour behind: the first request is refused as expired, the
+    console learns the server's time from the answer and tries once more; after
+    that it signs on time at once."""
+    answer = json.loads(_run_node(_SKEW))
+    assert answer == {"dates": [0, 60, 60], "ahead": 60}

@@ -150,6 +150,32 @@ def test_sign_in_browse_search_and_analyse(
     assert "InvalidQuery" in text_of(browser, ".error")
 
 
+def test_pages_keep_the_window_of_their_search(
+    browser: WebDriver, server: ServerProcess, client: LogClient, shop: str
+) -> None:
+    now = int(time.time())
+    more = [LogItem({"n": str(i)}, time_ns=(now - 30) * 1_000_000_000) for i in range(60)]
+    client.put_logs(shop, "access", more)
+    deadline = time.monotonic() + WAIT
+    while client.query(shop, "access", "*", start=now - 600, end=now + 60).matched != 80:
+        assert time.monotonic() < deadline, "the logs did not become searchable"
+        time.sleep(0.1)
+    sign_in(browser, server)
+    wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, shop), "the project list")
+    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/access?q=*")
+    wait_for(browser, lambda d: "80 logs matched · 1–50 shown" in text_of(d, "#summary"), "page 1")
+    # logs arriving later are outside the window the pages keep (it ends 1 s ahead)
+    time.sleep(1.5)
+    client.put_logs(shop, "access", [LogItem({"n": "late"}) for _ in range(10)])
+    while client.query(shop, "access", "*", start=now - 600, end=now + 60).matched != 90:
+        assert time.monotonic() < deadline + WAIT, "the late logs did not become searchable"
+        time.sleep(0.1)
+    browser.find_element(By.LINK_TEXT, "next ›").click()
+    wait_for(browser, lambda d: "80 logs matched · 51–80 shown" in text_of(d, "#summary"), "page 2")
+    browser.find_element(By.LINK_TEXT, "‹ previous").click()
+    wait_for(browser, lambda d: "80 logs matched · 1–50 shown" in text_of(d, "#summary"), "page 1")
+
+
 def test_log_text_is_shown_as_text_never_as_markup(
     browser: WebDriver, server: ServerProcess, client: LogClient, shop: str
 ) -> None:
@@ -180,6 +206,56 @@ def test_live_tail_shows_new_logs_as_they_arrive(
         lambda d: not d.find_element(By.CSS_SELECTOR, "#tail details").is_displayed(),
         "the filter",
     )
+
+
+def test_live_tail_follows_the_children_of_a_split_from_their_beginning(
+    browser: WebDriver, server: ServerProcess, client: LogClient, shop: str
+) -> None:
+    """Logs written to a split's children right after the split are not missed (they
+    were, when new shards were followed from their end)."""
+    sign_in(browser, server)
+    wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, shop), "the project list")
+    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/access?tab=tail")
+    wait_for(browser, lambda d: "following 2 shards" in text_of(d, "#tail-status"), "the tail")
+    client.split_shard(shop, "access", 0, "40000000000000000000000000000000")
+    for key in ("10000000000000000000000000000000", "60000000000000000000000000000000"):
+        client.put_logs(shop, "access", [LogItem({"message": f"child {key[0]}"})], hash_key=key)
+    wait_for(
+        browser,
+        lambda d: "child 1" in text_of(d, "#tail") and "child 6" in text_of(d, "#tail"),
+        "the logs of both children",
+    )
+    # the parent is dropped once read to its end: the two children and shard 1
+    wait_for(browser, lambda d: "following 3 shards" in text_of(d, "#tail-status"), "the drop")
+
+
+def test_large_integers_and_bad_addresses(
+    browser: WebDriver, server: ServerProcess, shop: str
+) -> None:
+    sign_in(browser, server)
+    wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, shop), "the project list")
+    page = f"{server.endpoint}/console/#/projects/{shop}/logstores/access"
+    # past 2^53 a JSON number loses digits in JavaScript: shown exactly all the same
+    browser.get(page + "?q=*%20%7C%20select%201796530832921714945%20as%20big%20limit%201")
+    wait_for(browser, lambda d: "1 rows" in text_of(d, "#summary"), "the answer")
+    assert text_of(browser, "#results tbody") == "1796530832921714945"
+    # an address whose names the API would never accept is nobody's page: a crafted
+    # name can never become other path segments of a request
+    for bad in ("#/projects/%E0%A4%A", "#/projects/p%2Flogstores%2Fx%2Fshards%2F0%2Fmerge"):
+        browser.get(f"{server.endpoint}/console/{bad}")
+        wait_for(browser, lambda d: d.find_elements(By.ID, "not-found"), f"no page for {bad}")
+
+
+def test_searching_a_logstore_without_an_index_says_how_to_make_one(
+    browser: WebDriver, server: ServerProcess, client: LogClient, shop: str
+) -> None:
+    client.create_logstore(shop, "raw", shard_count=1)
+    sign_in(browser, server)
+    wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, shop), "the project list")
+    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/raw?q=*")
+    wait_for(browser, lambda d: d.find_elements(By.ID, "no-index"), "the hint")
+    assert "IndexConfigNotExist" in text_of(browser, ".error")
+    assert "Searching" not in page_text(browser)
 
 
 def test_shards_and_index_tabs(browser: WebDriver, server: ServerProcess, shop: str) -> None:

@@ -56,21 +56,69 @@ export class ApiError extends Error {
   }
 }
 
+// The server's clock minus this browser's, when they differ by more than a minute:
+// the server refuses requests dated 15 minutes off its clock, and "the last hour"
+// means the server's last hour. Learned from the Date of every answer.
+let clockOffsetMs = 0;
+
+/** Now, by the server's clock (milliseconds since the epoch). */
+export function serverNow() {
+  return Date.now() + clockOffsetMs;
+}
+
+function noteServerClock(response) {
+  const served = Date.parse(response.headers.get("date") ?? "");
+  if (Number.isNaN(served)) return;
+  const offset = served - Date.now();
+  clockOffsetMs = Math.abs(offset) > 60_000 ? offset : 0;
+}
+
+/** JSON whose integers beyond 2^53 stay exact, as strings (nanosecond times,
+ * 64-bit SQL results), where the engine supports reading a number's source text. */
+export function parseJson(text) {
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === "number" &&
+    !Number.isSafeInteger(value) &&
+    typeof context?.source === "string" &&
+    /^-?\d+$/.test(context.source)
+      ? context.source
+      : value,
+  );
+}
+
+/** A path from segments, each percent-encoded: a name can never add a segment. */
+export function pathOf(...segments) {
+  return segments.map((s) => encodeURIComponent(String(s))).join("/");
+}
+
 export class Api {
   /** credentials: {keyId, secret}, or null for a server that runs with --no-auth. */
   constructor(credentials) {
     this.credentials = credentials;
-    this.clockOffsetMs = 0; // the server's clock minus this browser's, when they differ
   }
 
   /** A JSON answer, or an ApiError. params: [[key, value], ...]; body: an object. */
   async request(method, path, { params = [], body = undefined, signal = undefined } = {}) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.send(method, path, params, body, signal);
+      } catch (error) {
+        // signed by a clock the answer has just corrected: once more, on time
+        const stale = error instanceof ApiError && error.code === "RequestTimeExpired";
+        if (!stale || attempt > 0) throw error;
+      }
+    }
+  }
+
+  async send(method, path, params, body, signal) {
     const text = body === undefined ? "" : JSON.stringify(body);
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (this.credentials) {
-      const moment = new Date(Date.now() + this.clockOffsetMs);
-      Object.assign(headers, signHeaders(this.credentials, method, path, params, text, moment));
+      // the server checks the decoded path
+      const signed = decodeURIComponent(path);
+      const moment = new Date(serverNow());
+      Object.assign(headers, signHeaders(this.credentials, method, signed, params, text, moment));
     }
     const query = params.map(([k, v]) => `${rfc3986(k)}=${rfc3986(v)}`).join("&");
     const url = path + (query ? `?${query}` : "");
@@ -82,10 +130,10 @@ export class Api {
       credentials: "omit",
       cache: "no-store",
     });
-    this.noteServerClock(response);
+    noteServerClock(response);
     let content = null;
     try {
-      content = await response.json();
+      content = parseJson(await response.text());
     } catch {
       content = null;
     }
@@ -97,17 +145,8 @@ export class Api {
     return content;
   }
 
-  /** Requests are refused when their date is 15 minutes off the server's clock: sign
-   * with the server's time when this browser's clock is more than a minute off. */
-  noteServerClock(response) {
-    const served = Date.parse(response.headers.get("date") ?? "");
-    if (Number.isNaN(served)) return;
-    const offset = served - Date.now();
-    this.clockOffsetMs = Math.abs(offset) > 60_000 ? offset : 0;
-  }
-
   logstorePath(project, logstore) {
-    return `${PREFIX}/projects/${project}/logstores/${logstore}`;
+    return `${PREFIX}/${pathOf("projects", project, "logstores", logstore)}`;
   }
 
   projects() {
@@ -115,7 +154,7 @@ export class Api {
   }
 
   logstores(project) {
-    return this.request("GET", `${PREFIX}/projects/${project}/logstores`, {
+    return this.request("GET", `${PREFIX}/${pathOf("projects", project, "logstores")}`, {
       params: [["size", "500"]],
     });
   }
@@ -158,25 +197,25 @@ export class Api {
   consumerGroupStatus(project, logstore, group) {
     return this.request(
       "GET",
-      `${this.logstorePath(project, logstore)}/consumergroups/${encodeURIComponent(group)}/status`,
+      `${this.logstorePath(project, logstore)}/${pathOf("consumergroups", group, "status")}`,
     );
   }
 
   checkpoints(project, logstore, group) {
     return this.request(
       "GET",
-      `${this.logstorePath(project, logstore)}/consumergroups/${encodeURIComponent(group)}/checkpoints`,
+      `${this.logstorePath(project, logstore)}/${pathOf("consumergroups", group, "checkpoints")}`,
     );
   }
 
   cursor(project, logstore, shard, from) {
-    return this.request("GET", `${this.logstorePath(project, logstore)}/shards/${shard}/cursor`, {
+    return this.request("GET", `${this.logstorePath(project, logstore)}/${pathOf("shards", shard, "cursor")}`, {
       params: [["from", from]],
     });
   }
 
   pull(project, logstore, shard, cursor, waitMs, signal) {
-    return this.request("GET", `${this.logstorePath(project, logstore)}/shards/${shard}/logs`, {
+    return this.request("GET", `${this.logstorePath(project, logstore)}/${pathOf("shards", shard, "logs")}`, {
       params: [
         ["cursor", cursor],
         ["count", "100"],

@@ -3,7 +3,7 @@
 // Everything goes through the signed native API (api.js); log text is only ever
 // set as text, never parsed as HTML.
 
-import { Api, ApiError } from "./api.js";
+import { Api, ApiError, serverNow } from "./api.js";
 
 const CREDENTIALS = "logharbor.credentials"; // sessionStorage: gone with the tab
 const RANGES = [
@@ -19,6 +19,9 @@ const PAGE_LINES = 50; // logs per page of search results
 const CONTEXT_LOGS = 10; // logs shown before and after a log's position
 const TAIL_LIMIT = 500; // live tail: older entries are dropped past this many
 const TAIL_IDLE_MS = 1000; // live tail: pause between rounds that found nothing
+const TAIL_LIST_MS = 5000; // live tail: how often to look for new shards (splits, merges)
+const TAIL_RETRY_MS = [1000, 2000, 5000, 10000]; // live tail: waits after failures
+const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/; // projects and logstores (docs/api.md)
 
 const root = document.getElementById("app");
 let api = null;
@@ -96,19 +99,30 @@ export function searchPart(query) {
 
 function sleep(ms, signal) {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
+    const done = () => {
       clearTimeout(timer);
+      signal.removeEventListener("abort", done);
       resolve();
-    });
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
   });
 }
 
 // ------------------------------------------------------------------- routing
 
+/** The view the address names: {parts, params}, or null for one that names none. */
 function parseHash() {
   const [path, query = ""] = location.hash.replace(/^#/, "").split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  let parts;
+  try {
+    parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return null; // malformed percent-encoding
+  }
+  // [projects, P, logstores, L]: names only as the API allows them
+  const names = [parts[1], parts[3]].filter((n) => n !== undefined);
+  if (!names.every((n) => NAME.test(n))) return null;
   return { parts, params: Object.fromEntries(new URLSearchParams(query)) };
 }
 
@@ -120,8 +134,14 @@ async function route() {
     renderSignIn();
     return;
   }
-  const { parts, params } = parseHash();
+  const view = parseHash();
   const main = el("main", { id: "main" });
+  if (view === null) {
+    root.replaceChildren(header([link("#/", "Projects")]), main);
+    main.append(el("p", { class: "error", id: "not-found" }, "This address names no project or logstore."));
+    return;
+  }
+  const { parts, params } = view;
   const crumbs = [link("#/", "Projects")];
   if (parts[0] === "projects" && parts[1]) crumbs.push(link(projectHash(parts[1]), parts[1]));
   if (parts[2] === "logstores" && parts[3]) {
@@ -137,8 +157,20 @@ async function route() {
       await renderProjects(main);
     }
   } catch (error) {
-    if (!signal.aborted) main.append(errorBox(error));
+    if (signal.aborted) return;
+    if (api.credentials && isKeyRefused(error)) {
+      // the key was revoked or changed since sign-in
+      sessionStorage.removeItem(CREDENTIALS);
+      api = null;
+      renderSignIn(errorBox(error));
+      return;
+    }
+    main.append(errorBox(error));
   }
+}
+
+function isKeyRefused(error) {
+  return error instanceof ApiError && ["Unauthorized", "SignatureNotMatch"].includes(error.code);
 }
 
 function header(crumbs) {
@@ -173,7 +205,7 @@ function renderSignIn(message = null) {
     id: "key-secret",
     name: "secret",
     type: "password",
-    autocomplete: "current-password",
+    autocomplete: "off", // the key lives in this tab only: no password manager
     required: true,
   });
   const status = el("div", { class: "status" }, message ?? "");
@@ -183,7 +215,7 @@ function renderSignIn(message = null) {
       class: "sign-in",
       onsubmit: async (event) => {
         event.preventDefault();
-        const candidate = new Api({ keyId: keyId.value.trim(), secret: secret.value });
+        const candidate = new Api({ keyId: keyId.value.trim(), secret: secret.value.trim() });
         status.replaceChildren("Signing in…");
         try {
           await candidate.projects();
@@ -350,15 +382,25 @@ async function renderSearch(body, project, logstore, params, signal) {
   if (custom) {
     [from, to] = [Number(params.from), Number(params.to)];
   } else {
-    to = Math.floor(Date.now() / 1000) + 1;
+    to = Math.floor(serverNow() / 1000) + 1;
     from = to - RANGES.find(([id]) => id === range)[2];
   }
+  // the pages of this search keep its window, though newer logs arrive meanwhile
+  const fixed = { ...params, from: String(from), to: String(to) };
   results.append(el("p", { class: "muted" }, "Searching…"));
   const request = { query, from, to, line: PAGE_LINES, offset, reverse: newestFirst };
-  const [answer, histogram] = await Promise.all([
-    api.query(project, logstore, request, signal),
-    api.histogram(project, logstore, { query: searchPart(query) || "*", from, to }, signal).catch((error) => error),
-  ]);
+  let answer, histogram;
+  try {
+    [answer, histogram] = await Promise.all([
+      api.query(project, logstore, request, signal),
+      api.histogram(project, logstore, { query: searchPart(query) || "*", from, to }, signal).catch((error) => error),
+    ]);
+  } catch (error) {
+    if (signal.aborted) return;
+    results.replaceChildren(errorBox(error));
+    if (error instanceof ApiError && error.code === "IndexConfigNotExist") results.append(noIndexHint(project, logstore));
+    return;
+  }
   if (signal.aborted) return;
   results.replaceChildren();
   if (!(histogram instanceof Error)) {
@@ -385,7 +427,7 @@ async function renderSearch(body, project, logstore, params, signal) {
       meta.complete ? "" : " · partial (the index is still catching up)",
     ),
     el("div", { class: "logs", id: "logs" }, answer.logs.map((log) => logEntry(log, project, logstore))),
-    pager(project, logstore, params, offset, shown, meta.matched),
+    pager(project, logstore, fixed, offset, shown, meta.matched),
   );
 }
 
@@ -397,7 +439,8 @@ function cell(value) {
 function pager(project, logstore, params, offset, shown, matched) {
   const nav = el("nav", { class: "pager" });
   if (offset > 0) {
-    const previous = Math.max(0, offset - PAGE_LINES);
+    const last = Math.max(0, Math.floor((matched - 1) / PAGE_LINES) * PAGE_LINES);
+    const previous = Math.max(0, Math.min(offset - PAGE_LINES, last));
     nav.append(link(logstoreHash(project, logstore, { ...params, offset: String(previous) }), "‹ previous"));
   }
   if (offset + shown < matched) {
@@ -444,7 +487,7 @@ function logEntry(log, project = null, logstore = null) {
   const entry = el(
     "details",
     { class: "log" },
-    el("summary", {}, el("time", {}, formatTime(log.timeNs / 1e6)), " ", fields),
+    el("summary", {}, el("time", {}, formatTime(Number(log.timeNs) / 1e6)), " ", fields),
     el("dl", {}, details.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
   );
   if (project !== null && log.cursor !== undefined) {
@@ -501,52 +544,64 @@ function renderTail(body, project, logstore, signal) {
   const report = (text) => {
     status.textContent = text;
   };
-  follow(project, logstore, signal, show, report, () => paused).catch((error) => {
-    if (!signal.aborted) body.append(errorBox(error));
-  });
+  follow(project, logstore, signal, show, report, () => paused);
 }
 
-/** Pull every shard from its end, in turn, until ``signal`` aborts. */
+/** Pull every shard in turn until ``signal`` aborts: the shards there at the start
+ * from their end, shards that appear later (a split or a merge) from their
+ * beginning, so that no log written to them is missed; a readonly shard is dropped
+ * once read to its end. Failures (a server restart, say) are retried, with waits
+ * that grow, and shown until the next success. */
 async function follow(project, logstore, signal, show, report, isPaused) {
   const cursors = new Map(); // shard id → next cursor
+  const seen = new Set(); // every shard met, followed or not
+  let readonly = new Set();
+  let started = false;
+  let listed = -Infinity;
   let received = 0;
-  let listed = 0;
+  let failures = 0;
   while (!signal.aborted) {
-    if (Date.now() - listed > 15_000) {
-      // new shards appear when one is split or merged
-      const { shards } = await api.shards(project, logstore);
-      for (const shard of shards) {
-        if (!cursors.has(shard.shardId) && shard.status === "readwrite") {
-          const { cursor } = await api.cursor(project, logstore, shard.shardId, "end");
-          cursors.set(shard.shardId, cursor);
-        }
-      }
-      listed = Date.now();
-    }
-    let found = false;
-    if (!isPaused()) {
-      for (const [shard, cursor] of cursors) {
-        if (signal.aborted) return;
-        let answer;
-        try {
-          answer = await api.pull(project, logstore, shard, cursor, 0, signal);
-        } catch (error) {
-          if (signal.aborted) return;
-          report(`shard ${shard}: ${error.message}; retrying`);
-          continue;
-        }
-        cursors.set(shard, answer.nextCursor);
-        for (const group of answer.logGroups) {
-          for (const log of group.logs) {
-            show(group, log);
-            received += 1;
+    try {
+      if (Date.now() - listed > TAIL_LIST_MS) {
+        const { shards } = await api.shards(project, logstore);
+        for (const shard of shards) {
+          if (seen.has(shard.shardId)) continue;
+          if (!started && shard.status !== "readwrite") {
+            seen.add(shard.shardId); // finished before the tail began
+            continue;
           }
+          const from = started ? "begin" : "end";
+          const { cursor } = await api.cursor(project, logstore, shard.shardId, from);
+          cursors.set(shard.shardId, cursor);
+          seen.add(shard.shardId);
         }
-        found ||= answer.count > 0;
+        readonly = new Set(shards.filter((s) => s.status === "readonly").map((s) => s.shardId));
+        started = true;
+        listed = Date.now();
       }
+      let found = false;
+      if (!isPaused()) {
+        for (const [shard, cursor] of [...cursors]) {
+          if (signal.aborted) return;
+          const answer = await api.pull(project, logstore, shard, cursor, 0, signal);
+          cursors.set(shard, answer.nextCursor);
+          const logs = answer.logGroups.flatMap((group) => group.logs.map((log) => [group, log]));
+          for (const [group, log] of logs.slice(-TAIL_LIMIT)) show(group, log); // the rest would scroll away
+          received += logs.length;
+          found ||= answer.count > 0;
+          if (readonly.has(shard) && answer.nextCursor === answer.endCursor) cursors.delete(shard);
+        }
+      }
+      failures = 0;
+      report(`${isPaused() ? "paused" : "following"} ${cursors.size} shards · ${received} logs received`);
+      if (!found) await sleep(TAIL_IDLE_MS, signal);
+    } catch (error) {
+      if (signal.aborted) return;
+      const wait = TAIL_RETRY_MS[Math.min(failures, TAIL_RETRY_MS.length - 1)];
+      failures += 1;
+      report(`${error.message}; trying again in ${wait / 1000} s · ${received} logs received`);
+      await sleep(wait, signal);
     }
-    report(`${isPaused() ? "paused" : "following"} ${cursors.size} shards · ${received} logs received`);
-    if (!found) await sleep(TAIL_IDLE_MS, signal);
   }
 }
 
@@ -609,15 +664,22 @@ async function renderGroups(body, project, logstore) {
   }
 }
 
+function noIndexHint(project, logstore) {
+  return el(
+    "p",
+    { id: "no-index" },
+    "This logstore has no index, so it cannot be searched yet. Create one with: ",
+    el("code", {}, `logharbor index set ${project} ${logstore}`),
+  );
+}
+
 async function renderIndex(body, project, logstore) {
   let index;
   try {
     index = await api.index(project, logstore);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
-      body.append(
-        el("p", { id: "no-index" }, "This logstore has no index, so it cannot be searched yet. Create one with: ", el("code", {}, `logharbor index set ${project} ${logstore}`)),
-      );
+      body.append(noIndexHint(project, logstore));
       return;
     }
     throw error;
