@@ -394,3 +394,26 @@ def test_sql_results_may_hold_nan_and_infinities(
         call(server, "POST", path + "/query", {"from": now - 60, "to": now + 60, "query": sql})
     )
     assert rows["rows"] == [["NaN", "Infinity", "-Infinity", 1.5]]
+
+
+def test_a_query_whose_client_went_away_gives_back_its_slot(
+    server_factory: Callable[..., ServerProcess], unique_name: Callable[[str], str]
+) -> None:
+    """With one query slot, a query whose client gave up (a timeout, a closed tab)
+    used to hold the slot until the query timeout: the next query waited its 5 s
+    and got 429. The server now sees the client leave and stops the query."""
+    server = server_factory(env={"LOGHARBOR_QUERY_MAX_CONCURRENCY": "1"})
+    path, now = seed(server, unique_name("gone"), count=200)
+    window = {"from": now - 60, "to": now + 60}
+    slow = "* | select count(*) from log a, log b, log c, log d, log e"  # 200^5 rows
+    with pytest.raises(httpx.ReadTimeout):
+        server.request(
+            "POST",
+            path + "/query",
+            content=json.dumps({**window, "query": slow}).encode(),
+            timeout=1.0,
+        )
+    started = time.monotonic()
+    fast = ok(call(server, "POST", path + "/query", {**window, "query": "* | select count(*)"}))
+    assert fast["rows"] == [[200]]
+    assert time.monotonic() - started < 4  # the slot was free well before max_wait (5 s)

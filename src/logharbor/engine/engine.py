@@ -37,7 +37,7 @@ from .consumer import (
 )
 from .index.config import IndexConfig, parse_index_config
 from .index.indexer import IndexedLogstore, Indexer, decode_frames_ipc
-from .index.query import Bucket, LogRow, QueryLimits, QueryResult, QueryRunner
+from .index.query import Bucket, Cancellation, LogRow, QueryLimits, QueryResult, QueryRunner
 from .index.store import IndexStore, index_deleted
 from .ingest import IngestPool, Limits, PreparedGroup
 from .names import check_description, check_name
@@ -638,6 +638,7 @@ class Engine:
         offset: int = 0,
         reverse: bool = False,
         topic: str | None = None,
+        cancel: Cancellation | None = None,
     ) -> QueryResult:
         """Search (and analyse with SQL after ``|``) the logs with times in
         ``[from_ns, to_ns)``.  See ``logharbor.engine.index.query``."""
@@ -652,6 +653,7 @@ class Engine:
             offset=offset,
             reverse=reverse,
             topic=topic,
+            cancel=cancel,
         )
         result.complete = caught_up
         return result
@@ -666,10 +668,11 @@ class Engine:
         *,
         interval: int | None = None,
         topic: str | None = None,
+        cancel: Cancellation | None = None,
     ) -> tuple[list[Bucket], bool]:
         store, config, caught_up = self._indexed(project, logstore)
         buckets = self.queries.histogram(
-            store, config, query, from_ns, to_ns, interval=interval, topic=topic
+            store, config, query, from_ns, to_ns, interval=interval, topic=topic, cancel=cancel
         )
         return buckets, caught_up
 

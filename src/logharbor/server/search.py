@@ -3,22 +3,43 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 import json
 import math
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..engine import Engine
-from ..engine.index.query import LogRow
+from ..engine.index.query import Cancellation, LogRow
 from ..engine.types import NANOS_PER_SECOND
 from ..protocol.codec import decode_cursor, encode_cursor
 from ..protocol.errors import ErrorCode, ServiceError
 from .http import Call, json_field
+
+T = TypeVar("T")
+_DISCONNECT_POLL = 0.1  # seconds between looks at whether a query's client is still there
+
+
+async def until_disconnected(request: Request, work: Callable[[Cancellation], T]) -> T:
+    """Run a query in a thread, and cancel it if its client goes away meanwhile (a
+    closed browser tab, a client's timeout): it then frees its slot at once, not at
+    the query timeout."""
+    cancel = Cancellation()
+    task = asyncio.ensure_future(run_in_threadpool(work, cancel))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            cancel.cancel()
+            return await task
 
 
 def log_json(row: LogRow) -> dict[str, Any]:
@@ -115,8 +136,9 @@ class SearchAPI:
     async def query(self, call: Call) -> Response:
         body = call.json()
         from_ns, to_ns = time_range(body)
-        result = await run_in_threadpool(
-            lambda: self.engine.query(
+        result = await until_disconnected(
+            call.request,
+            lambda cancel: self.engine.query(
                 call.path("project"),
                 call.path("logstore"),
                 json_field(body, "query", str, "") or "",
@@ -126,7 +148,8 @@ class SearchAPI:
                 offset=json_field(body, "offset", int, 0),
                 reverse=bool(json_field(body, "reverse", bool, False)),
                 topic=json_field(body, "topic", str),
-            )
+                cancel=cancel,
+            ),
         )
         meta: dict[str, Any] = {
             "complete": result.complete,
@@ -152,8 +175,9 @@ class SearchAPI:
     async def histogram(self, call: Call) -> Response:
         body = call.json()
         from_ns, to_ns = time_range(body)
-        buckets, complete = await run_in_threadpool(
-            lambda: self.engine.histogram(
+        buckets, complete = await until_disconnected(
+            call.request,
+            lambda cancel: self.engine.histogram(
                 call.path("project"),
                 call.path("logstore"),
                 json_field(body, "query", str, "") or "",
@@ -161,7 +185,8 @@ class SearchAPI:
                 to_ns,
                 interval=json_field(body, "interval", int),
                 topic=json_field(body, "topic", str),
-            )
+                cancel=cancel,
+            ),
         )
         return JSONResponse(
             {

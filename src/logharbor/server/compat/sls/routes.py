@@ -20,6 +20,7 @@ from ....engine.types import NANOS_PER_SECOND, ShardStatus
 from ....protocol.codec import CodecError, decode_cursor, encode_cursor, parse_decimal
 from ....protocol.errors import ErrorCode, ServiceError
 from ...http import int_param, load_json, shard_id
+from ...search import until_disconnected
 from ..context import surroundings
 from .packs import MAX_CONTEXT_LINES, pack_fields, parse_pack, split_with_pack_meta
 from .wire import (
@@ -441,8 +442,11 @@ class SlsRoutes:
         """The result and its rows in the SLS shape (``| with_pack_meta`` honoured)."""
         project, logstore = call.need_project(), call.path["logstore"]
         search, with_packs = split_with_pack_meta(query)
-        result = await run_in_threadpool(
-            lambda: self.engine.query(project, logstore, search, bounds[0], bounds[1], **options)
+        result = await until_disconnected(
+            call.request,
+            lambda cancel: self.engine.query(
+                project, logstore, search, bounds[0], bounds[1], cancel=cancel, **options
+            ),
         )
         return result, _string_rows(result, with_packs=with_packs)
 
@@ -526,15 +530,17 @@ class SlsRoutes:
     async def get_histograms(self, call: SlsCall) -> Response:
         project, logstore, p = call.need_project(), call.path["logstore"], call.params
         from_ns, to_ns = _time_range(p.get("from"), p.get("to"), p.get("fromNs"), p.get("toNs"))
-        buckets, complete = await run_in_threadpool(
-            lambda: self.engine.histogram(
+        buckets, complete = await until_disconnected(
+            call.request,
+            lambda cancel: self.engine.histogram(
                 project,
                 logstore,
                 p.get("query", ""),
                 from_ns,
                 to_ns,
                 topic=p.get("topic") or None,
-            )
+                cancel=cancel,
+            ),
         )
         progress = "Complete" if complete else "Incomplete"
         return json_response(

@@ -17,6 +17,7 @@ from ....engine.types import NANOS_PER_SECOND, LogstoreInfo, ProjectInfo, ShardI
 from ....protocol.codec import MAX_HASH_KEY, format_hash_key, parse_decimal, parse_hash_key
 from ....protocol.errors import ErrorCode, ServiceError
 from ...search import json_value as sql_value
+from ...search import until_disconnected
 from ..context import LogPlace, Surroundings, group_id, has_more, parse_group_id, surroundings
 from .call import TlsCall
 
@@ -291,8 +292,9 @@ class ResourceAPI:
         if sort not in ("asc", "desc"):
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "Sort must be asc or desc")
         query = call.text("Query", required=False, default="")
-        result: QueryResult = await run_in_threadpool(
-            lambda: self.engine.query(
+        result: QueryResult = await until_disconnected(
+            call.request,
+            lambda cancel: self.engine.query(
                 topic.project,
                 topic.name,
                 query,
@@ -301,7 +303,8 @@ class ResourceAPI:
                 line=max(limit, 1),
                 offset=offset,
                 reverse=sort == "desc",
-            )
+                cancel=cancel,
+            ),
         )
         document: dict[str, Any] = {
             "ResultStatus": "complete" if result.complete else "incomplete",
