@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from groups import prepared
-from logharbor.engine import Engine, EngineConfig
+from logharbor.engine import Engine, EngineConfig, consumer
 from logharbor.engine.types import NANOS_PER_SECOND
 from logharbor.protocol.errors import ErrorCode, ServiceError
 
@@ -115,6 +115,29 @@ class TestAssignment:
         assert beat(engine, "b", []) == []  # a has not confirmed yet
         assert beat(engine, "a", [0, 1]) == [0, 1]  # released
         assert beat(engine, "b", []) == [2, 3]
+
+    def test_a_member_claiming_shards_the_group_lacks_is_not_believed(self, engine: Engine) -> None:
+        """Claims are kept for the whole group timeout: only the group's own shards
+        count (a million claimed ones took 200 MB a heartbeat)."""
+        store(engine, 2)
+        engine.create_consumer_group("proj", "cg", logstore="ls", timeout=10)
+        assert beat(engine, "a", list(range(100_000))) == [0, 1]
+        assert beat(engine, "b", []) == []  # a still holds 0 and 1: they are real
+        (state,) = engine.consumers._states.values()
+        assert state.members["a"].reported == {("ls", 0), ("ls", 1)}  # all it keeps
+
+    def test_a_group_has_at_most_max_members_live_consumers(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(consumer, "MAX_MEMBERS", 3)
+        store(engine, 2)
+        engine.create_consumer_group("proj", "cg", logstore="ls", timeout=10)
+        for name in ("a", "b", "c"):
+            beat(engine, name, [])
+        with pytest.raises(ServiceError) as exc:
+            beat(engine, "d", [])
+        assert "3 live consumers" in exc.value.message
+        beat(engine, "a", [])  # a member already in the group still beats
 
     def test_assignment_is_stable_when_a_member_joins(self, engine: Engine) -> None:
         store(engine, 6)

@@ -81,6 +81,9 @@ class _GroupState:
     fetched_end: set[ShardRef] = field(default_factory=set)
 
 
+MAX_MEMBERS = 1024  # live consumers in one group
+
+
 @dataclass(frozen=True, slots=True)
 class ShardView:
     """What the coordinator needs to know of a shard."""
@@ -124,9 +127,17 @@ class Coordinator:
         key = (group.project, group.scope, group.name)
         with self._lock:
             state = self._state(key)
-            reported = frozenset(held) if held is not None else None
-            state.members[consumer] = _Member(now, reported)
             self._expire(state, group, now)
+            if consumer not in state.members and len(state.members) >= MAX_MEMBERS:
+                raise ServiceError(
+                    ErrorCode.INVALID_PARAMETER,
+                    f"consumer group {group.name!r} already has {MAX_MEMBERS} live consumers",
+                )
+            # only the group's shards: a claim of others is kept for the whole group
+            # timeout, and a million of them took 200 MB a heartbeat
+            known = {view.ref for view in shards}
+            reported = frozenset(r for r in held if r in known) if held is not None else None
+            state.members[consumer] = _Member(now, reported)
             eligible = _eligible(group, shards, checkpoints, state.fetched_end)
             for ref in [r for r in state.owner if r not in eligible]:
                 self._free(state, ref)
