@@ -11,8 +11,8 @@ import pytest
 
 from groups import prepared
 from logharbor.engine import Engine, EngineConfig, ShardStatus
-from logharbor.engine.types import NANOS_PER_DAY, NANOS_PER_SECOND
-from logharbor.protocol.codec import iter_frames
+from logharbor.engine.types import NANOS_PER_DAY, NANOS_PER_SECOND, PullResult
+from logharbor.protocol.codec import Compression, encode_frame, iter_frames
 from logharbor.protocol.errors import ErrorCode, ServiceError
 from logharbor.protocol.schema import LogGroup
 
@@ -427,3 +427,21 @@ def test_put_from_an_event_loop_waits_for_room(tmp_path: Path) -> None:
         assert asyncio.run(write_all()) == list(range(200))
     finally:
         engine.close()
+
+
+def test_a_pull_cut_to_what_it_decodes_to() -> None:
+    """Pulls are bounded by stored bytes; whoever decodes one (the indexer, SLS and
+    TLS pulls, JSON pulls) first cuts it to what the log groups decode to: their
+    raw sizes plus a cost per log, at least one log group, the cursor after the last."""
+    frames = b"".join(
+        encode_frame(position, 0, raw_size, logs, Compression.LZ4, b"x")
+        for position, raw_size, logs in ((10, 600, 1), (11, 300, 100), (12, 50, 1))
+    )
+    pulled = PullResult(frames, 3, 102, 950, 13, 20)
+    assert pulled.within(1000) is pulled  # all of it fits
+    cut = pulled.within(1000, log_cost=2)  # 602 + 500 > 1000
+    assert (cut.group_count, cut.log_count, cut.raw_size, cut.next_position) == (1, 1, 600, 11)
+    assert [f.position for f in iter_frames(cut.frames)] == [10]
+    assert cut.end_position == 20
+    alone = pulled.within(100)  # the first log group alone is over: it still comes
+    assert (alone.group_count, alone.next_position) == (1, 11)

@@ -728,3 +728,21 @@ def test_http_source_protocol_details(inlong: InLongServer) -> None:
     )
     assert wrong_type.json()["code"] == "36"
     assert inlong.proc.request("PUT", "/dataproxy/message", sign=False).json()["code"] == "32"
+
+
+def test_http_source_refuses_more_records_than_a_log_group_holds(
+    inlong: InLongServer, group: str
+) -> None:
+    """Records are counted before anything is built: a million empty records in a
+    1 MB form took 935 MB before they were refused."""
+    form = {"groupId": group, "streamId": "web", "cnt": "2", "rcdDlmtr": ";"}
+    body = "&".join(f"{k}={v}" for k, v in form.items()) + "&body=" + ";" * 1_000_000
+    response = inlong.proc.request(
+        "POST",
+        "/dataproxy/message",
+        content=body.encode(),
+        headers={"content-type": "application/x-www-form-urlencoded", "connection": "close"},
+        sign=False,
+    )
+    assert response.json()["code"] == "104"  # BODY_EXCEED_MAX_LEN
+    assert "1000000 records" in response.json()["msg"]

@@ -32,12 +32,13 @@ def ok(response: httpx.Response) -> dict[str, object]:
     return response.json()  # type: ignore[no-any-return]
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> None:
+def assert_error(response: httpx.Response, status: int, code: str) -> str:
     assert response.status_code == status, response.text
     body = response.json()
     assert body["errorCode"] == code
     assert body["errorMessage"]
     assert body["requestId"] == response.headers["x-lh-request-id"]
+    return str(body["errorMessage"])
 
 
 @pytest.fixture
@@ -267,6 +268,26 @@ class TestWriteAndPull:
         # frames are not decoded on the server: they come as the budget allows
         frames = pull(server, logstore, str(cursors[0]), count="100")
         assert frames.headers["x-lh-count"] == "3"
+
+    def test_a_log_group_too_large_for_json_says_to_use_frames(
+        self, server: ServerProcess, logstore: str
+    ) -> None:
+        many = log_group_bytes(*({"n": "1"} for _ in range(120_000)))  # 0.4 MiB, 120k logs
+        ok(
+            put(
+                server,
+                logstore,
+                lz4.block.compress(many, store_size=False),
+                compress="lz4",
+                raw_size=len(many),
+            )
+        )
+        message = assert_error(
+            pull(server, logstore, "MA==", format="json"), 400, "ParameterInvalid"
+        )
+        assert "use format=frames" in message
+        (frame,) = iter_frames(pull(server, logstore, "MA==").content)
+        assert frame.log_count == 120_000
 
     def test_cursor_by_time_and_cursor_time(self, server: ServerProcess, logstore: str) -> None:
         before = time.time()
@@ -610,6 +631,29 @@ def test_openapi_documents_every_route(server: ServerProcess) -> None:
         served = set(route.methods) - {"HEAD"}
         assert served == documented, path
     assert set(paths) == {r.path for r in routes}  # type: ignore[attr-defined]
+
+
+def test_a_log_group_has_at_most_max_group_logs_logs(
+    server_factory: Callable[..., ServerProcess], unique_name: Callable[[str], str]
+) -> None:
+    """Whoever decodes a log group pays for each of its logs (the indexer, pulls that
+    decode): 50 MiB of empty logs would be 13 million. A log group has at most
+    max_group_logs logs (a million by default), in every format."""
+    server = server_factory(env={"LOGHARBOR_MAX_GROUP_LOGS": "1000"})
+    project = unique_name("few")
+    ok(server.request("POST", f"{API}/projects", content=json.dumps({"name": project}).encode()))
+    body = json.dumps({"name": "access", "shardCount": 1}).encode()
+    ok(server.request("POST", f"{API}/projects/{project}/logstores", content=body))
+    path = f"{API}/projects/{project}/logstores/access"
+    within = log_group_bytes(*({"n": "1"} for _ in range(1000)))
+    ok(put(server, path, within))
+    over = log_group_bytes(*({"n": "1"} for _ in range(1001)))
+    message = assert_error(put(server, path, over), 413, "PostBodyTooLarge")
+    assert "1001 logs exceeds the limit of 1000" in message
+    document = {"logs": [{"contents": {"n": "1"}}] * 1001}
+    response = put(server, path, json.dumps(document).encode(), content_type="application/json")
+    assert_error(response, 413, "PostBodyTooLarge")
+    assert end_position(server, path) == 1  # nothing of the refused ones is stored
 
 
 class TestConfiguration:

@@ -112,6 +112,26 @@ def test_a05_put_lz4_and_pull(sls_client: Any) -> None:
     assert empty.get_next_cursor() == end
 
 
+def test_a05b_pull_is_bounded_by_decoded_bytes(sls_client: Any) -> None:
+    """PullLogs decompresses what it answers: it stops before the log group that
+    would pass 16 MiB decoded (12 log groups of 205 KB stored, 50 MiB each once
+    decompressed, took the server 1.2 GB); count is a maximum, the cursor goes on."""
+    p = fresh_project(sls_client, 1)
+    now = int(time.time())
+    for n in range(4):
+        blob = [LogItem(timestamp=now, contents=[("blob", str(n) * (6 << 20))])]  # 6 MiB
+        sls_client.put_logs(PutLogsRequest(p, "ls", "", "", blob))
+    cursor = sls_client.get_begin_cursor(p, "ls", 0).get_cursor()
+    counts = []
+    while True:
+        res = sls_client.pull_logs(p, "ls", 0, cursor, count=1000)
+        if not res.get_loggroup_count():
+            break
+        counts.append(res.get_loggroup_count())
+        cursor = res.get_next_cursor()
+    assert counts == [2, 2]
+
+
 def test_a06_compressions_and_binary(sls_client: Any) -> None:
     p = fresh_project(sls_client, 1)
     items = [LogItem(contents=[("n", str(i))]) for i in range(5)]

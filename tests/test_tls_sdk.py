@@ -471,3 +471,38 @@ def test_seed_example(tls: Tls, capsys: pytest.CaptureFixture[str]) -> None:
     assert sorted(line for line in seen.splitlines() if line.startswith("m: ")) == [
         f"m: seed-{i}" for i in range(4)
     ]
+
+
+def test_s20_consume_logs_is_bounded_by_decoded_bytes(tls: Tls) -> None:
+    """ConsumeLogs decodes what it answers: it stops before the log group that would
+    pass TLS's 5 MiB (12 log groups of 205 KB stored, 50 MiB each once decompressed,
+    took the server 1.2 GB); LogGroupCount is a maximum, and the cursor goes on."""
+    tid = tls.topic(1)
+    for n in range(4):
+        lgl = LogGroupList()
+        log = lgl.log_groups.add().logs.add()
+        log.time = 1700000000000 + n
+        content = log.contents.add()
+        content.key, content.value = "blob", str(n) * (2 << 20)  # 2 MiB, compresses well
+        tls.svc.put_logs(PutLogsRequest(tid, lgl))
+    cursor = tls.svc.describe_cursor(DescribeCursorRequest(tid, 0, "begin")).get_cursor()
+    counts = []
+    while True:
+        r = tls.svc.consume_logs(ConsumeLogsRequest(tid, 0, cursor, log_group_count=100))
+        if not r.get_x_tls_count():
+            break
+        counts.append(r.get_x_tls_count())
+        cursor = r.get_x_tls_cursor()
+    assert counts == [2, 2]  # 4 MiB a call: a third group would pass 5 MiB
+
+
+def test_s21_a_log_group_list_over_5_mib_is_refused(tls: Tls) -> None:
+    tid = tls.topic(1)
+    lgl = LogGroupList()
+    log = lgl.log_groups.add().logs.add()
+    log.time = 1700000000000
+    content = log.contents.add()
+    content.key, content.value = "blob", "x" * (6 << 20)
+    with pytest.raises(TLSException) as exc:
+        tls.svc.put_logs(PutLogsRequest(tid, lgl))
+    assert exc.value.http_code == 413

@@ -39,6 +39,17 @@ class Limits:
 
     max_body_bytes: int = 10 << 20
     max_raw_bytes: int = 50 << 20
+    # logs in one log group: whoever decodes a group (the indexer, pulls that decode)
+    # pays for each log, and 50 MiB of empty logs would be 13 million of them
+    max_group_logs: int = 1_000_000
+
+
+def check_log_count(count: int, limits: Limits) -> None:
+    if count > limits.max_group_logs:
+        raise ServiceError(
+            ErrorCode.BODY_TOO_LARGE,
+            f"log group of {count} logs exceeds the limit of {limits.max_group_logs} logs",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,7 @@ def prepare_protobuf(
         )
     raw = decompress(body, compression, raw_size=raw_size, max_raw_size=limits.max_raw_bytes)
     log_count = _validate(raw)
+    check_log_count(log_count, limits)
     if compression in (Compression.LZ4, Compression.ZSTD):
         return PreparedGroup(body, compression, len(raw), log_count)
     return PreparedGroup(compress(raw, Compression.LZ4), Compression.LZ4, len(raw), log_count)
@@ -114,6 +126,7 @@ def prepare_json(document: Any, limits: Limits) -> PreparedGroup:
     logs = document.get("logs")
     if not isinstance(logs, list) or not logs:
         raise _json_error("'logs' must be a non-empty list")
+    check_log_count(len(logs), limits)
     group = LogGroup()
     for key in ("topic", "source"):
         value = document.get(key)
@@ -190,14 +203,12 @@ def _json_error(message: str) -> ServiceError:
 
 
 def _prepare_in_worker(
-    body: bytes, compression: int, raw_size: int | None, max_body: int, max_raw: int
+    body: bytes, compression: int, raw_size: int | None, limits: Limits
 ) -> tuple[bool, Any, Any, Any]:
     """Runs in a pool process.  Returns (True, payload or None for "the body as it
     came", raw size, log count) or (False, error code, message, None)."""
     try:
-        group = prepare_protobuf(
-            body, Compression(compression), raw_size, Limits(max_body, max_raw)
-        )
+        group = prepare_protobuf(body, Compression(compression), raw_size, limits)
     except ServiceError as exc:
         return False, exc.code.value, exc.message, None
     payload = None if group.payload is body else group.payload
@@ -295,8 +306,7 @@ class IngestPool:
                     body,
                     int(compression),
                     raw_size,
-                    limits.max_body_bytes,
-                    limits.max_raw_bytes,
+                    limits,
                 )
             )
         except BrokenProcessPool:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol.codec import Compression, compress, encode_varint, length_delimited
 from ..protocol.errors import ErrorCode, ServiceError
-from .ingest import Limits, PreparedGroup
+from .ingest import Limits, PreparedGroup, check_log_count
 from .names import check_name
 from .types import NANOS_PER_SECOND, Nanos
 
@@ -128,6 +128,7 @@ def inlong_log_group(batch: InLongBatch, limits: Limits, *, now: Nanos) -> Prepa
     """
     if not batch.messages:
         raise ServiceError(ErrorCode.INVALID_LOG_GROUP, "the batch has no messages")
+    check_log_count(len(batch.messages), limits)
     time_ns = now if batch.time_ms is None else batch.time_ms * _NANOS_PER_MS
     if batch.time_ms is not None and not 0 <= batch.time_ms < _MAX_TIME_MS:
         raise ServiceError(ErrorCode.INVALID_PARAMETER, f"dt {batch.time_ms} is out of range")

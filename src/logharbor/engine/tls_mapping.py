@@ -29,7 +29,7 @@ from ..protocol.codec import Compression, Frame, compress, iter_frames, length_d
 from ..protocol.errors import ErrorCode, ServiceError
 from ..protocol.schema import RawLogGroup
 from ..protocol.tls_schema import TlsLogGroup, TlsLogGroupList
-from .ingest import Limits, PreparedGroup
+from .ingest import Limits, PreparedGroup, check_log_count
 from .types import NANOS_PER_SECOND, Nanos
 
 PATH_TAG = "__path__"
@@ -87,6 +87,7 @@ def tls_to_prepared(source: Any, limits: Limits, *, now: Nanos) -> PreparedGroup
 
 
 def _tls_to_prepared(source: Any, limits: Limits, *, now: Nanos) -> PreparedGroup:
+    check_log_count(len(source.Logs), limits)
     out = RawLogGroup()
     if source.Source:
         out.Source = source.Source

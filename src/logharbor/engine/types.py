@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ..protocol.codec import FRAME_HEADER, FRAME_HEADER_SIZE
+
 ShardId = int
 Position = int  # index of a log group within its shard; a cursor encodes it
 Nanos = int  # nanoseconds since the epoch
@@ -73,3 +75,23 @@ class PullResult:
     raw_size: int
     next_position: Position
     end_position: Position  # the shard's end when the pull was served
+
+    def within(self, max_cost: int, log_cost: int = 0) -> PullResult:
+        """The first log groups of this pull whose decoded cost stays within
+        ``max_cost`` (at least one), the cost of a log group being its decompressed
+        size plus ``log_cost`` per log.  A pull is bounded by stored bytes, and logs
+        that compress well decode to hundreds of times as much: whoever decodes a
+        pull (the indexer, the SLS and TLS pulls, JSON pulls) takes this first."""
+        view = memoryview(self.frames)
+        offset = cost = groups = logs = raw = 0
+        while offset < len(view):
+            _, length, position, _, raw_size, count, _ = FRAME_HEADER.unpack_from(view, offset)
+            frame_cost = raw_size + log_cost * count
+            if groups and cost + frame_cost > max_cost:
+                return PullResult(
+                    bytes(view[:offset]), groups, logs, raw, position, self.end_position
+                )
+            cost += frame_cost
+            groups, logs, raw = groups + 1, logs + count, raw + raw_size
+            offset += FRAME_HEADER_SIZE + length
+        return self

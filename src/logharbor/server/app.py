@@ -58,7 +58,11 @@ def build_server(config: ServerConfig) -> Server:
     engine = Engine(
         EngineConfig(
             data_dir=config.data_dir,
-            limits=Limits(max_body_bytes=config.max_body_bytes, max_raw_bytes=config.max_raw_bytes),
+            limits=Limits(
+                max_body_bytes=config.max_body_bytes,
+                max_raw_bytes=config.max_raw_bytes,
+                max_group_logs=config.max_group_logs,
+            ),
             segment_bytes=config.segment_bytes,
             segment_seconds=config.segment_seconds,
             compact_level=config.compact_level,

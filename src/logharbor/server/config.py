@@ -37,6 +37,7 @@ class ServerConfig:
     console: bool = True  # the web console at /console/
     max_body_bytes: int = 10 << 20
     max_raw_bytes: int = 50 << 20
+    max_group_logs: int = 1_000_000  # logs in one log group
     max_inflight_bytes: int = 512 << 20  # request bodies held at once; beyond: 503
     retention_interval: float = 60.0
     clock_skew_seconds: int = 900

@@ -74,23 +74,28 @@ def _text(value: bytes | str) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "backslashreplace")
 
 
-JSON_PULL_RAW_BYTES = 8 << 20  # decompressed data one format=json pull decodes at most
+JSON_PULL_COST = 8 << 20  # what one format=json pull decodes at most: bytes, plus...
+JSON_LOG_COST = 300  # ...this much per log (its objects)
+JSON_GROUP_COST = 32 << 20  # a log group that alone costs more is refused as JSON
 
 
-def pull_json(result: PullResult, max_raw: int = JSON_PULL_RAW_BYTES) -> dict[str, Any]:
-    """A pull as JSON: its log groups decoded, up to ``max_raw`` bytes of them once
-    decompressed (at least one).  ``maxBytes`` counts stored bytes, and logs that
-    compress well would otherwise decode to a thousand times that (20 log groups of
-    3.3 MB stored made 839 MB of JSON and took 2.4 GB)."""
+def pull_json(result: PullResult) -> dict[str, Any]:
+    """A pull as JSON: its log groups decoded, as many as cost ``JSON_PULL_COST``
+    (at least one).  ``maxBytes`` counts stored bytes, and logs that compress well
+    would otherwise decode to hundreds of times that (20 log groups of 3.3 MB stored
+    made 839 MB of JSON and took 2.4 GB); a single log group too large for JSON is
+    refused: read it with ``format=frames``."""
+    result = result.within(JSON_PULL_COST, JSON_LOG_COST)
+    if result.group_count == 1 and result.raw_size + JSON_LOG_COST * result.log_count > (
+        JSON_GROUP_COST
+    ):
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"the log group at this cursor holds {result.log_count} logs and "
+            f"{result.raw_size} bytes: too large for format=json; use format=frames",
+        )
     groups: list[dict[str, Any]] = []
-    raw_total = logs_total = 0
-    next_position = result.next_position
     for frame in iter_frames(result.frames, verify=False):
-        if groups and raw_total + frame.raw_size > max_raw:
-            next_position = frame.position  # the rest comes with the next pull
-            break
-        raw_total += frame.raw_size
-        logs_total += frame.log_count
         group = RawLogGroup.FromString(frame.raw())
         groups.append(
             {
@@ -109,11 +114,11 @@ def pull_json(result: PullResult, max_raw: int = JSON_PULL_RAW_BYTES) -> dict[st
             }
         )
     return {
-        "nextCursor": encode_cursor(next_position),
+        "nextCursor": encode_cursor(result.next_position),
         "endCursor": encode_cursor(result.end_position),
-        "count": len(groups),
-        "logCount": logs_total,
-        "rawSize": raw_total,
+        "count": result.group_count,
+        "logCount": result.log_count,
+        "rawSize": result.raw_size,
         "logGroups": groups,
     }
 

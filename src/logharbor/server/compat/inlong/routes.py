@@ -164,6 +164,11 @@ class InLongRoutes:
         # The Java SDK joins a batch's events with '\n' (or rcdDlmtr) and says how
         # many in cnt; a single event may hold newlines of its own.
         delimiter = params.get("rcdDlmtr") or "\n"
+        limit = self.service.engine.limits.max_group_logs
+        if count > 1 and body.count(delimiter) >= limit:  # counted before anything is built
+            raise Rejected(
+                DataProxyErrCode.BODY_EXCEED_MAX_LEN, f"more than {limit} records in one request"
+            )
         records = body.split(delimiter) if count > 1 else [body]
         attributes = [
             (key, value) for key, value in params.items() if key not in ("body", "callback")

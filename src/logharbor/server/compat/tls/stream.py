@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from ....engine import Engine, PreparedGroup
 from ....engine.engine import CursorFrom
+from ....engine.index.indexer import DECODED_LOG_COST
 from ....engine.tls_mapping import (
     frames_to_tls_list,
     parse_tls_log_group_list,
@@ -39,6 +40,9 @@ MAX_CONSUME_BYTES = 5 << 20  # about the most TLS answers at once
 _CONSUME_COMPRESSION = {"lz4": Compression.LZ4, "zlib": Compression.DEFLATE}
 _COMPRESS_TYPE = {Compression.LZ4: "lz4", Compression.DEFLATE: "zlib", Compression.NONE: ""}
 _NANOS_PER_MILLI = 1_000_000
+
+
+MAX_LIST_RAW_BYTES = 5 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +73,11 @@ class StreamAPI:
             if raw_size is None:
                 raise invalid_parameter("x-tls-bodyrawsize must be a number")
         limits = self.engine.limits
-        raw = decompress(
-            call.body, compression, raw_size=raw_size, max_raw_size=limits.max_raw_bytes
-        )
+        # TLS takes a LogGroupList of 5 MiB at most: a larger one, parsed whole into
+        # protobuf objects, costs the server tens of times its size (30 MiB of
+        # empty logs took 900 MB)
+        max_raw = min(limits.max_raw_bytes, MAX_LIST_RAW_BYTES)
+        raw = decompress(call.body, compression, raw_size=raw_size, max_raw_size=max_raw)
         now = time.time_ns()
         return [tls_to_prepared(g, limits, now=now) for g in parse_tls_log_group_list(raw)]
 
@@ -166,13 +172,15 @@ class StreamAPI:
         read = self._consume_request(call)
         compression = Compression.NONE if read.compression is None else read.compression
 
-        def pull() -> tuple[bytes, int, int]:
-            result = self._pull(read)
+        def pull() -> tuple[bytes, int, int, int]:
+            # converted here: bounded by what it decodes to (TLS's own cap for one
+            # ConsumeLogs is 5 MiB), not by what it takes on disk
+            result = self._pull(read).within(MAX_LIST_RAW_BYTES, DECODED_LOG_COST)
             raw, groups = frames_to_tls_list(result.frames)
-            return raw, groups, result.next_position
+            return compress(raw, compression), len(raw), groups, result.next_position
 
-        raw, groups, next_position = await run_in_threadpool(pull)
-        return _consumed(compress(raw, compression), groups, next_position, raw_size=len(raw))
+        body, raw_size, groups, next_position = await run_in_threadpool(pull)
+        return _consumed(body, groups, next_position, raw_size=raw_size)
 
     async def consume_original_logs(self, call: TlsCall) -> Response:
         """ConsumeLogs with every log group in a ``RawLogGroupList`` of its own: the
