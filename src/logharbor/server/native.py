@@ -133,6 +133,7 @@ class NativeAPI:
     ) -> None:
         self.engine = engine
         self.budget = budget
+        self._json_decoding = asyncio.Semaphore(2)  # large JSON bodies decoded at once
         self.groups = GroupsAPI(engine)
         self.search = SearchAPI(engine)
         self.authenticator = authenticator
@@ -351,9 +352,20 @@ class NativeAPI:
         media = call.request.headers.get("content-type", "").split(";")[0].strip().lower()
         limits = self.engine.limits
         if media == "application/json":
+            # a JSON body becomes Python objects before anything can be checked, up to
+            # 50 times its size (10 MiB of "{}," took 510 MB): a body with more objects
+            # than the logs a group may hold is refused unread, and large ones are
+            # decoded two at a time
+            if call.body.count(b"{") > 2 * limits.max_group_logs + 2:
+                raise ServiceError(
+                    ErrorCode.BODY_TOO_LARGE,
+                    f"more JSON objects than {limits.max_group_logs} logs take "
+                    "(a log and its contents: two each)",
+                )
             if len(call.body) <= _INLINE_PREPARE_BYTES:
                 return prepare_json(call.json(), limits)
-            return await run_in_threadpool(lambda: prepare_json(call.json(), limits))
+            async with self._json_decoding:
+                return await run_in_threadpool(lambda: prepare_json(call.json(), limits))
         if media not in ("application/x-protobuf", "application/octet-stream", ""):
             raise ServiceError(
                 ErrorCode.INVALID_PARAMETER,
