@@ -9,15 +9,18 @@ LogHarbor reads from ``targetConfiguration``:
 
 Every interval, the shipper reads each shard from where it stopped (at first: the
 first log group received at or after the shipper's creation) to the shard's end,
-and writes one file per shard with new data under
-``<root>/<project>/<logstore>/<shipper>/<YYYY>/<MM>/<DD>/<HH>/``.  A file is
-written under a temporary name and renamed, then the new positions are saved:
-delivery is at least once (a crash between the two repeats that file's data).
+and writes files of the new data under
+``<root>/<project>/<logstore>/<shipper>/<YYYY>/<MM>/<DD>/<HH>/``: one per shard, or
+more when a shard has more than ``FILE_COST`` of decoded data, so that a run never
+holds more than that in memory.  A file is written under a temporary name and
+renamed, then the new positions are saved: delivery is at least once (a crash
+between the two repeats that file's data).
 Each run that delivered data or failed is recorded as a task.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 300
 MAX_TASKS = 100
 _BATCH_GROUPS = 1000
+FILE_COST = 64 << 20  # decoded bytes in one delivered file (about), plus...
+ROW_COST = 300  # ...this much a log: one file's rows are held in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +136,22 @@ class Shipping:
                     start = self.engine.cursor(
                         doc.project, doc.scope, shard.shard_id, doc.create_time * NANOS_PER_SECOND
                     )
-                rows, position, received = self._read(doc, shard.shard_id, start)
-                if rows:
-                    self._write(doc, settings, shard.shard_id, now, rows)
-                    shipped += len(rows)
-                    task["taskLastDataReceiveTime"] = max(
-                        task["taskLastDataReceiveTime"], received // NANOS_PER_SECOND
+                for part in itertools.count():
+                    rows, position, received, more = self._read(doc, shard.shard_id, start)
+                    if rows:
+                        self._write(doc, settings, shard.shard_id, now, rows, part)
+                        shipped += len(rows)
+                        task["taskLastDataReceiveTime"] = max(
+                            task["taskLastDataReceiveTime"], received // NANOS_PER_SECOND
+                        )
+                    positions[key] = start = position
+                    if not more:
+                        break
+                    # saved after each file: a crash repeats that file only
+                    state.update(positions=positions)
+                    self.documents.save_state(
+                        doc.project, DocumentKind.SHIPPER, doc.scope, doc.name, state
                     )
-                positions[key] = position
             task.update(taskStatus="success", taskMessage=f"{shipped} logs delivered")
         except (ServiceError, OSError, ValueError) as exc:
             task.update(taskStatus="fail", taskMessage=str(exc))
@@ -150,19 +163,27 @@ class Shipping:
         self.documents.save_state(doc.project, DocumentKind.SHIPPER, doc.scope, doc.name, state)
         return shipped
 
-    def _read(self, doc: Document, shard: int, start: int) -> tuple[list[dict[str, str]], int, int]:
+    def _read(
+        self, doc: Document, shard: int, start: int
+    ) -> tuple[list[dict[str, str]], int, int, bool]:
+        """One file's rows from ``start``: (rows, the position after them, the
+        latest receive time, whether the shard has more)."""
         rows: list[dict[str, str]] = []
-        position, received = start, 0
+        position, received, cost = start, 0, 0
         while True:
-            result = self.engine.pull(doc.project, doc.scope, shard, position, count=_BATCH_GROUPS)
-            if result.group_count == 0:
-                return rows, result.next_position, received
+            pulled = self.engine.pull(doc.project, doc.scope, shard, position, count=_BATCH_GROUPS)
+            if pulled.group_count == 0:
+                return rows, pulled.next_position, received, False
+            result = pulled.within(max(FILE_COST - cost, 1), ROW_COST)
             rows.extend(log_rows(result.frames))
             for frame in iter_frames(result.frames, verify=False):
                 received = max(received, frame.received_ns)
+            cost += result.raw_size + ROW_COST * result.log_count
             position = result.next_position
             if position >= result.end_position:
-                return rows, position, received
+                return rows, position, received, False
+            if cost >= FILE_COST or result is not pulled:
+                return rows, position, received, True
 
     def directory(self, doc: Document) -> Path:
         return self.root / doc.project / doc.scope / doc.name
@@ -174,11 +195,14 @@ class Shipping:
         shard: int,
         now: int,
         rows: list[dict[str, str]],
+        part: int = 0,
     ) -> Path:
         moment = time.gmtime(now // NANOS_PER_SECOND)
         folder = self.directory(doc) / time.strftime("%Y/%m/%d/%H", moment)
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{time.strftime('%Y%m%dT%H%M%SZ', moment)}_{now % NANOS_PER_SECOND:09d}_{shard}"
+        if part:
+            stem += f"_{part}"
         target = folder / f"{stem}.{'parquet' if settings.format == 'parquet' else 'jsonl'}"
         partial = target.with_name(target.name + ".partial")
         with partial.open("wb") as out:
