@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from ....engine import Engine
 from ....engine.documents import DocumentKind, DocumentStore
-from ....engine.index.query import LogRow, QueryResult
+from ....engine.index.query import Cancellation, LogRow, QueryResult
 from ....engine.types import NANOS_PER_SECOND, ShardStatus
 from ....protocol.codec import CodecError, decode_cursor, encode_cursor, parse_decimal
 from ....protocol.errors import ErrorCode, ServiceError
@@ -449,13 +449,15 @@ class SlsRoutes:
         """The result and its rows in the SLS shape (``| with_pack_meta`` honoured)."""
         project, logstore = call.need_project(), call.path["logstore"]
         search, with_packs = split_with_pack_meta(query)
-        result = await until_disconnected(
-            call.request,
-            lambda cancel: self.engine.query(
+
+        def run(cancel: Cancellation) -> tuple[QueryResult, list[dict[str, str]]]:
+            # rows rendered off the event loop: an answer may hold a million of them
+            result = self.engine.query(
                 project, logstore, search, bounds[0], bounds[1], cancel=cancel, **options
-            ),
-        )
-        return result, _string_rows(result, with_packs=with_packs)
+            )
+            return result, _string_rows(result, with_packs=with_packs)
+
+        return await until_disconnected(call.request, run)
 
     async def get_logs_v2(self, call: SlsCall) -> Response:
         body = call.object()
@@ -484,9 +486,9 @@ class SlsRoutes:
             "cpuCores": 0,
             "mode": 0,
         }
-        return json_response(
-            {"meta": meta, "data": data},
-            compression=response_compression(call.header.get("accept-encoding")),
+        compression = response_compression(call.header.get("accept-encoding"))
+        return await run_in_threadpool(
+            lambda: json_response({"meta": meta, "data": data}, compression=compression)
         )
 
     async def get_logs_v1(self, call: SlsCall) -> Response:
@@ -512,7 +514,8 @@ class SlsRoutes:
             "x-log-where-query": result.where_query,
             "x-log-agg-query": result.agg_query,
         }
-        return json_response(data, headers={k: _ascii(v) for k, v in headers.items()})
+        ascii_headers = {k: _ascii(v) for k, v in headers.items()}
+        return await run_in_threadpool(lambda: json_response(data, headers=ascii_headers))
 
     async def get_context_logs(self, call: SlsCall) -> Response:
         project, logstore = call.need_project(), call.path["logstore"]
