@@ -69,6 +69,9 @@ DRAIN_TIMEOUT = 30.0
 NO_NUMERIC_IDS = NumericIds()
 
 
+_INLINE_DECODE_BYTES = 64 << 10  # frames decoded on the event loop; larger ones in a thread
+
+
 def batch_of(
     request: DataRequest, source: str, ids: NumericIds = NO_NUMERIC_IDS
 ) -> tuple[InLongBatch, str | None]:
@@ -317,7 +320,10 @@ class DataProxyListener:
                         "frame_length", f"frame length {length} outside 1..{self.max_frame_bytes}"
                     )
                 frame = await asyncio.wait_for(reader.readexactly(length), self.idle_timeout)
-                request = decode_frame(frame)
+                if length <= _INLINE_DECODE_BYTES:
+                    request = decode_frame(frame)
+                else:  # a large frame may unpack to 8 MiB of messages: not on the loop
+                    request = await asyncio.to_thread(decode_frame, frame)
                 kind = MsgType(frame[0] & 0x1F)
                 self._frames[kind.label] += 1
                 self._frame_bytes[kind.label] += 4 + length
