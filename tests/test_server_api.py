@@ -72,6 +72,12 @@ def put(
     )
 
 
+def put_lz4(server: ServerProcess, path: str, raw: bytes) -> httpx.Response:
+    """Write a serialized log group as SLS clients send it: a raw lz4 block."""
+    body = lz4.block.compress(raw, store_size=False)
+    return put(server, path, body, compress="lz4", raw_size=len(raw))
+
+
 def end_position(server: ServerProcess, path: str, shard: int = 0) -> int:
     body = ok(server.request("GET", f"{path}/shards/{shard}/cursor", params=[("from", "end")]))
     return decode_cursor(str(body["cursor"]))
@@ -212,7 +218,7 @@ class TestWriteAndPull:
                 logstore,
                 lz4.block.compress(garbage, store_size=False),
                 compress="lz4",
-                raw_size=len(garbage) + 7,
+                raw_size=len(garbage) + 7,  # declared wrong
             ),
             400,
             "PostBodyInvalid",
@@ -248,11 +254,7 @@ class TestWriteAndPull:
         times as much JSON (839 MB for 3.3 MB stored). A JSON pull stops before the log
         group that would pass 8 MiB decompressed, and the next cursor resumes there."""
         raw = log_group_bytes(*({"k": "a" * (1 << 20)} for _ in range(5)))  # 5 MiB each
-        body = lz4.block.compress(raw, store_size=False)
-        cursors = [
-            ok(put(server, logstore, body, compress="lz4", raw_size=len(raw)))["cursor"]
-            for _ in range(3)
-        ]
+        cursors = [ok(put_lz4(server, logstore, raw))["cursor"] for _ in range(3)]
         cursor, seen = str(cursors[0]), []
         for _ in range(3):
             answer = pull(server, logstore, cursor, format="json", count="100")
@@ -273,15 +275,7 @@ class TestWriteAndPull:
         self, server: ServerProcess, logstore: str
     ) -> None:
         many = log_group_bytes(*({"n": "1"} for _ in range(120_000)))  # 0.4 MiB, 120k logs
-        ok(
-            put(
-                server,
-                logstore,
-                lz4.block.compress(many, store_size=False),
-                compress="lz4",
-                raw_size=len(many),
-            )
-        )
+        ok(put_lz4(server, logstore, many))
         message = assert_error(
             pull(server, logstore, "MA==", format="json"), 400, "ParameterInvalid"
         )
