@@ -11,7 +11,7 @@ import pytest
 
 from groups import prepared
 from logharbor.engine import Engine, EngineConfig
-from logharbor.engine.index.query import QueryLimits
+from logharbor.engine.index.query import Cancellation, QueryLimits
 from logharbor.engine.index.search import SearchSyntaxError, parse_search
 from logharbor.engine.types import NANOS_PER_DAY, NANOS_PER_SECOND
 from logharbor.protocol.errors import ErrorCode, ServiceError
@@ -422,6 +422,20 @@ class TestResults:
             assert len(after) == 1
         finally:
             eng.close()
+
+    def test_a_cancelled_query_stops_though_no_statement_ran_when_it_was_cancelled(
+        self, engine: Engine
+    ) -> None:
+        """DuckDB's interrupt does nothing between statements: a cancel that comes
+        before the query starts (its client left while it waited) must still stop it."""
+        cancel = Cancellation()
+        cancel.cancel()
+        slow = "* | select count(*) from " + ", ".join(f"log t{i}" for i in range(14))
+        started = time.monotonic()
+        with pytest.raises(ServiceError) as exc:
+            engine.query("shop", "access", slow, *WIDE, cancel=cancel)
+        assert "cancelled" in exc.value.message
+        assert time.monotonic() - started < 5  # 5^14 rows, cross-joined: not run to the end
 
     def test_histogram(self, engine: Engine) -> None:
         buckets, complete = engine.histogram(

@@ -271,16 +271,22 @@ class TestWriteAndPull:
         frames = pull(server, logstore, str(cursors[0]), count="100")
         assert frames.headers["x-lh-count"] == "3"
 
-    def test_a_log_group_too_large_for_json_says_to_use_frames(
+    def test_a_log_group_too_large_for_json_comes_without_its_logs(
         self, server: ServerProcess, logstore: str
     ) -> None:
+        """A log group that alone would decode to too much JSON comes marked, without
+        its logs, and the cursor moves past it: a reader never stalls on it."""
         many = log_group_bytes(*({"n": "1"} for _ in range(120_000)))  # 0.4 MiB, 120k logs
         ok(put_lz4(server, logstore, many))
-        message = assert_error(
-            pull(server, logstore, "MA==", format="json"), 400, "ParameterInvalid"
-        )
-        assert "use format=frames" in message
-        (frame,) = iter_frames(pull(server, logstore, "MA==").content)
+        ok(put(server, logstore, log_group_bytes({"n": "after"})))
+        first = ok(pull(server, logstore, "MA==", format="json"))
+        (group,) = first["logGroups"]  # type: ignore[misc]
+        assert group["tooLarge"] is True and group["logs"] == []
+        assert (group["logCount"], group["rawSize"]) == (120_000, len(many))
+        second = ok(pull(server, logstore, str(first["nextCursor"]), format="json"))
+        (after,) = second["logGroups"]  # type: ignore[misc]
+        assert after["logs"][0]["contents"] == [["n", "after"]]
+        (frame, _) = iter_frames(pull(server, logstore, "MA==").content)  # frames: all of it
         assert frame.log_count == 120_000
 
     def test_cursor_by_time_and_cursor_time(self, server: ServerProcess, logstore: str) -> None:

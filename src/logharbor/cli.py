@@ -75,6 +75,7 @@ def serve(
     max_raw_bytes: Annotated[
         int | None, typer.Option(help="Largest decompressed log group")
     ] = None,
+    max_group_logs: Annotated[int | None, typer.Option(help="Most logs in one log group")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
     inlong_port: Annotated[
         int | None,
@@ -90,6 +91,7 @@ def serve(
         "port": port,
         "max_body_bytes": max_body_bytes,
         "max_raw_bytes": max_raw_bytes,
+        "max_group_logs": max_group_logs,
         "log_level": log_level,
         "inlong_port": inlong_port,
         "auth": False if no_auth else None,

@@ -585,7 +585,11 @@ async function follow(project, logstore, signal, show, report, isPaused) {
           if (signal.aborted) return;
           const answer = await api.pull(project, logstore, shard, cursor, 0, signal);
           cursors.set(shard, answer.nextCursor);
-          const logs = answer.logGroups.flatMap((group) => group.logs.map((log) => [group, log]));
+          const logs = answer.logGroups.flatMap((group) =>
+            group.tooLarge // the server sends such a log group without its logs
+              ? [[group, { timeNs: group.receiveTimeNs, contents: [["(log group)", `${group.logCount} logs, too many to show here: read them with format=frames`]] }]]
+              : group.logs.map((log) => [group, log]),
+          );
           for (const [group, log] of logs.slice(-TAIL_LIMIT)) show(group, log); // the rest would scroll away
           received += logs.length;
           found ||= answer.count > 0;

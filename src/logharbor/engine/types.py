@@ -16,6 +16,9 @@ Clock = Callable[[], Nanos]
 
 NANOS_PER_SECOND = 1_000_000_000
 NANOS_PER_DAY = 86_400 * NANOS_PER_SECOND
+# what a decoded log costs beyond its raw size, at the least (its row, its objects):
+# the budget of whoever decodes pulls in bulk (PullResult.within)
+DECODED_LOG_COST = 64
 
 
 def wall_clock() -> Nanos:

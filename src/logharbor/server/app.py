@@ -73,6 +73,7 @@ def build_server(config: ServerConfig) -> Server:
                 timeout=config.query_timeout,
                 max_range_days=config.query_max_range_days,
                 max_concurrency=config.query_max_concurrency,
+                max_answer_bytes=config.query_max_answer_bytes,
             ),
             query_memory_limit=config.query_memory_limit,
         )

@@ -76,26 +76,31 @@ def _text(value: bytes | str) -> str:
 
 JSON_PULL_COST = 8 << 20  # what one format=json pull decodes at most: bytes, plus...
 JSON_LOG_COST = 300  # ...this much per log (its objects)
-JSON_GROUP_COST = 32 << 20  # a log group that alone costs more is refused as JSON
+JSON_GROUP_COST = 32 << 20  # a log group that alone costs more comes without its logs
 
 
 def pull_json(result: PullResult) -> dict[str, Any]:
     """A pull as JSON: its log groups decoded, as many as cost ``JSON_PULL_COST``
     (at least one).  ``maxBytes`` counts stored bytes, and logs that compress well
     would otherwise decode to hundreds of times that (20 log groups of 3.3 MB stored
-    made 839 MB of JSON and took 2.4 GB); a single log group too large for JSON is
-    refused: read it with ``format=frames``."""
+    made 839 MB of JSON and took 2.4 GB).  A log group that alone would cost more
+    than ``JSON_GROUP_COST`` comes without its logs, marked ``"tooLarge": true``
+    (read it with ``format=frames``), so that a reader still moves past it."""
     result = result.within(JSON_PULL_COST, JSON_LOG_COST)
-    if result.group_count == 1 and result.raw_size + JSON_LOG_COST * result.log_count > (
-        JSON_GROUP_COST
-    ):
-        raise ServiceError(
-            ErrorCode.INVALID_PARAMETER,
-            f"the log group at this cursor holds {result.log_count} logs and "
-            f"{result.raw_size} bytes: too large for format=json; use format=frames",
-        )
     groups: list[dict[str, Any]] = []
     for frame in iter_frames(result.frames, verify=False):
+        if frame.raw_size + JSON_LOG_COST * frame.log_count > JSON_GROUP_COST:
+            groups.append(
+                {
+                    "cursor": encode_cursor(frame.position),
+                    "receiveTimeNs": frame.received_ns,
+                    "tooLarge": True,
+                    "logCount": frame.log_count,
+                    "rawSize": frame.raw_size,
+                    "logs": [],
+                }
+            )
+            continue
         group = RawLogGroup.FromString(frame.raw())
         groups.append(
             {
@@ -353,15 +358,8 @@ class NativeAPI:
         limits = self.engine.limits
         if media == "application/json":
             # a JSON body becomes Python objects before anything can be checked, up to
-            # 50 times its size (10 MiB of "{}," took 510 MB): a body with more objects
-            # than the logs a group may hold is refused unread, and large ones are
-            # decoded two at a time
-            if call.body.count(b"{") > 2 * limits.max_group_logs + 2:
-                raise ServiceError(
-                    ErrorCode.BODY_TOO_LARGE,
-                    f"more JSON objects than {limits.max_group_logs} logs take "
-                    "(a log and its contents: two each)",
-                )
+            # 50 times its size (10 MiB of "{}," took 510 MB): large ones are decoded
+            # two at a time
             if len(call.body) <= _INLINE_PREPARE_BYTES:
                 return prepare_json(call.json(), limits)
             async with self._json_decoding:

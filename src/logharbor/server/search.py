@@ -33,13 +33,17 @@ async def until_disconnected(request: Request, work: Callable[[Cancellation], T]
     the query timeout."""
     cancel = Cancellation()
     task = asyncio.ensure_future(run_in_threadpool(work, cancel))
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL)
-        if done:
-            return task.result()
-        if await request.is_disconnected():
-            cancel.cancel()
-            return await task
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                cancel.cancel()
+                return await task
+    except BaseException:  # the handler itself cancelled (a shutdown): the query too
+        cancel.cancel()
+        raise
 
 
 def log_json(row: LogRow) -> dict[str, Any]:

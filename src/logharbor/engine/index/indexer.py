@@ -28,12 +28,10 @@ from ..._native import speedups
 from ...protocol.codec import iter_frames
 from ...protocol.schema import LogGroup
 from ..shardlog import ShardLog
-from ..types import NANOS_PER_SECOND, Position, ShardId
+from ..types import DECODED_LOG_COST, NANOS_PER_SECOND, Position, ShardId
 from .store import BASE_SCHEMA, FIELD_PREFIX, IndexStore, PreparedRows
 
 log = logging.getLogger(__name__)
-
-DECODED_LOG_COST = 64  # bytes a log costs a batch beyond its raw size (its row's share)
 
 
 def decode_frames(frames: bytes, shard: ShardId) -> pa.Table:

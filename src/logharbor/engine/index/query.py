@@ -80,7 +80,7 @@ class QueryLimits:
     max_lines: int = 1000  # logs per page of a search
     default_rows: int = 100  # rows of an SQL answer whose query has no LIMIT (as SLS)
     max_rows: int = 1_000_000  # rows of an SQL answer at most (SLS's largest LIMIT)
-    max_answer_bytes: int = 128 << 20  # an SQL answer's memory in the server, about
+    max_answer_bytes: int = 256 << 20  # an answer's memory in the server, about
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,27 +128,50 @@ def split_query(text: str) -> tuple[str, str | None]:
 
 class Cancellation:
     """Stops a query its caller no longer waits for (its client went away), so that
-    it gives back its slot and its memory at once instead of at the timeout."""
+    it gives back its slot and its memory at once instead of at the timeout.
+
+    DuckDB's interrupt stops the statement running, and does nothing when none is
+    (between two statements, or before the first): once cancelled, the bound
+    ``stop`` is called again every ``_REPEAT`` seconds until it is unbound, so the
+    next statement is stopped too."""
+
+    _REPEAT = 0.05
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stop: Callable[[], None] | None = None
+        self._stopping = False  # a repeat is scheduled
         self.cancelled = False
 
     def cancel(self) -> None:
         with self._lock:
             self.cancelled = True
-            stop = self._stop
-        if stop is not None:
-            stop()
+        self._repeat()
 
     def bind(self, stop: Callable[[], None] | None) -> None:
-        """Call ``stop`` on cancel (at once if cancelled already); None unbinds."""
+        """Call ``stop`` on cancel (from now on if cancelled already); None unbinds."""
         with self._lock:
             self._stop = stop
-            cancelled = self.cancelled
-        if cancelled and stop is not None:
+        if stop is not None and self.cancelled:
+            self._repeat()
+
+    def _repeat(self) -> None:
+        with self._lock:
+            stop = self._stop
+            if stop is None or self._stopping:
+                return
+            self._stopping = True
+        with contextlib.suppress(duckdb.Error):  # the cursor was closed meanwhile
             stop()
+
+        def again() -> None:
+            with self._lock:
+                self._stopping = False
+            self._repeat()
+
+        timer = threading.Timer(self._REPEAT, again)
+        timer.daemon = True
+        timer.start()
 
 
 class QueryRunner:
@@ -157,12 +180,16 @@ class QueryRunner:
         self._slots = threading.BoundedSemaphore(limits.max_concurrency)
 
     @contextmanager
-    def _slot(self) -> Iterator[None]:
-        if not self._slots.acquire(timeout=self.limits.max_wait):
-            raise ServiceError(
-                ErrorCode.QUERY_QUOTA_EXCEED,
-                f"{self.limits.max_concurrency} queries are already running; retry shortly",
-            )
+    def _slot(self, cancel: Cancellation | None = None) -> Iterator[None]:
+        deadline = time.monotonic() + self.limits.max_wait
+        while not self._slots.acquire(timeout=min(0.1, max(0.0, deadline - time.monotonic()))):
+            if cancel is not None and cancel.cancelled:  # nobody waits for it any more
+                raise ServiceError(ErrorCode.QUERY_TIMEOUT, "the query was cancelled")
+            if time.monotonic() >= deadline:
+                raise ServiceError(
+                    ErrorCode.QUERY_QUOTA_EXCEED,
+                    f"{self.limits.max_concurrency} queries are already running; retry shortly",
+                )
         try:
             yield
         finally:
@@ -184,7 +211,7 @@ class QueryRunner:
         """A connection whose statements all see one snapshot of the index, under
         the query guards (a slot, the timeout, the memory limit), stopped early if
         ``cancel`` is."""
-        with self._slot():
+        with self._slot(cancel):
             cursor = store.reader()
             timer = threading.Timer(self.limits.timeout, cursor.interrupt)
             timer.start()
@@ -608,7 +635,9 @@ def _volatile(node: Any) -> bool:
     return False
 
 
-_PRINTF_SPEC = re.compile(r"%(?:%|[-+ #0']*(\*|\d+)?(?:\.(\*|\d+))?)")
+# a conversion: %[argument$][flags][width][.precision], where a width or precision
+# may be * or *argument$ (taken from an argument)
+_PRINTF_SPEC = re.compile(r"%(?:%|(?:\d+\$)?[-+ #0']*(\*(?:\d+\$)?|\d+)?(?:\.(\*(?:\d+\$)?|\d+))?)")
 _FMT_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)(\{?)")
 
 
@@ -636,7 +665,7 @@ def _guard_formats(tree: exp.Query) -> None:
                 widths.append("*")
             elif inside is not None and ":" in inside:
                 widths += re.findall(r"\d+", inside.split(":", 1)[1])
-        if "*" in widths or any(int(w) > _MAX_STRING_CHARS for w in widths):
+        if any(w.startswith("*") or int(w) > _MAX_STRING_CHARS for w in widths):
             raise ServiceError(
                 ErrorCode.INVALID_QUERY,
                 f"widths in the format of {name} must be constants of at most "

@@ -13,14 +13,20 @@ from starlette.responses import Response
 
 from ....engine import Engine, PreparedGroup
 from ....engine.engine import CursorFrom
-from ....engine.index.indexer import DECODED_LOG_COST
 from ....engine.tls_mapping import (
     frames_to_tls_list,
     parse_tls_log_group_list,
     tls_group_list,
     tls_to_prepared,
 )
-from ....engine.types import NANOS_PER_SECOND, Position, PullResult, PutResult, ShardId
+from ....engine.types import (
+    DECODED_LOG_COST,
+    NANOS_PER_SECOND,
+    Position,
+    PullResult,
+    PutResult,
+    ShardId,
+)
 from ....protocol.codec import (
     Compression,
     compress,
@@ -189,7 +195,8 @@ class StreamAPI:
         read = self._consume_request(call)
 
         def pull() -> tuple[bytes, int, int]:
-            result = self._pull(read)
+            # log groups stored as zstd go out decompressed: bounded as ConsumeLogs is
+            result = self._pull(read).within(MAX_LIST_RAW_BYTES, DECODED_LOG_COST)
             answer = TlsRawLogGroupListList()
             for frame in iter_frames(result.frames, verify=False):
                 data = tls_group_list(frame)
