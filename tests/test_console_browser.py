@@ -174,6 +174,14 @@ def test_pages_keep_the_window_of_their_search(
     wait_for(browser, lambda d: "80 logs matched · 51–80 shown" in text_of(d, "#summary"), "page 2")
     browser.find_element(By.LINK_TEXT, "‹ previous").click()
     wait_for(browser, lambda d: "80 logs matched · 1–50 shown" in text_of(d, "#summary"), "page 1")
+    # SQL without LIMIT answers 100 rows, and the page says so
+    client.put_logs(shop, "access", [LogItem({"n": "more"}) for _ in range(20)])
+    while client.query(shop, "access", "*", start=now - 600, end=now + 60).matched != 110:
+        assert time.monotonic() < deadline + 2 * WAIT, "the logs did not become searchable"
+        time.sleep(0.1)
+    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/access?q=*%7Cselect%20n")
+    wait_for(browser, lambda d: "100 rows" in text_of(d, "#summary"), "the SQL answer")
+    assert "add LIMIT n for more" in text_of(browser, "#summary")
 
 
 def test_log_text_is_shown_as_text_never_as_markup(

@@ -16,6 +16,7 @@ const RANGES = [
   ["30d", "last 30 days", 2592000],
 ];
 const PAGE_LINES = 50; // logs per page of search results
+const DEFAULT_SQL_ROWS = 100; // what the server answers for SQL without LIMIT
 const CONTEXT_LOGS = 10; // logs shown before and after a log's position
 const TAIL_LIMIT = 500; // live tail: older entries are dropped past this many
 const TAIL_IDLE_MS = 1000; // live tail: pause between rounds that found nothing
@@ -411,7 +412,15 @@ async function renderSearch(body, project, logstore, params, signal) {
   const meta = answer.meta;
   if (meta.hasSql) {
     results.append(
-      el("p", { class: "summary", id: "summary" }, `${meta.count} rows · ${meta.elapsedMs} ms${meta.complete ? "" : " · partial"}`),
+      el(
+        "p",
+        { class: "summary", id: "summary" },
+        `${meta.count} rows · ${meta.elapsedMs} ms${meta.complete ? "" : " · partial"}`,
+        // as in SLS, SQL without LIMIT answers its first 100 rows
+        meta.count === DEFAULT_SQL_ROWS && !/\blimit\b/i.test(query.slice(searchPart(query).length))
+          ? " · the first 100 rows: add LIMIT n for more"
+          : "",
+      ),
       el("div", { class: "scroll" }, table(meta.keys, answer.rows.map((row) => row.map(cell)))),
     );
     return;

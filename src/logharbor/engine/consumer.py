@@ -127,17 +127,20 @@ class Coordinator:
         key = (group.project, group.scope, group.name)
         with self._lock:
             state = self._state(key)
-            self._expire(state, group, now)
-            if consumer not in state.members and len(state.members) >= MAX_MEMBERS:
-                raise ServiceError(
-                    ErrorCode.INVALID_PARAMETER,
-                    f"consumer group {group.name!r} already has {MAX_MEMBERS} live consumers",
-                )
+            if consumer not in state.members:
+                limit = group.timeout * NANOS_PER_SECOND
+                alive = sum(1 for m in state.members.values() if now - m.last_seen <= limit)
+                if alive >= MAX_MEMBERS:
+                    raise ServiceError(
+                        ErrorCode.INVALID_PARAMETER,
+                        f"consumer group {group.name!r} already has {MAX_MEMBERS} live consumers",
+                    )
             # only the group's shards: a claim of others is kept for the whole group
             # timeout, and a million of them took 200 MB a heartbeat
             known = {view.ref for view in shards}
             reported = frozenset(r for r in held if r in known) if held is not None else None
             state.members[consumer] = _Member(now, reported)
+            self._expire(state, group, now)
             eligible = _eligible(group, shards, checkpoints, state.fetched_end)
             for ref in [r for r in state.owner if r not in eligible]:
                 self._free(state, ref)
