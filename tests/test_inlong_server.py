@@ -746,3 +746,22 @@ def test_http_source_refuses_more_records_than_a_log_group_holds(
     )
     assert response.json()["code"] == "104"  # BODY_EXCEED_MAX_LEN
     assert "1000000 records" in response.json()["msg"]
+
+
+def test_http_source_stops_building_a_batch_as_soon_as_it_is_too_large(
+    inlong: InLongServer, group: str
+) -> None:
+    """Columns given with __addcolN__ are repeated in every record: 4 MiB of them
+    times 300 records built 1.2 GB before the size was checked."""
+    form = {"groupId": group, "streamId": "web", "cnt": "300"}
+    body = "&".join(f"{k}={v}" for k, v in form.items())
+    body += "&body=" + "%0A".join("r" for _ in range(300)) + "&__addcol1__c=" + "w" * (1 << 20)
+    response = inlong.proc.request(
+        "POST",
+        "/dataproxy/message",
+        content=body.encode(),
+        headers={"content-type": "application/x-www-form-urlencoded", "connection": "close"},
+        sign=False,
+    )
+    assert response.json()["code"] == "104"  # BODY_EXCEED_MAX_LEN
+    assert "(at least)" in response.json()["msg"]

@@ -18,7 +18,7 @@ import zstandard
 
 from groups import log_group_bytes
 from harness import ServerProcess
-from logharbor.protocol.codec import decode_cursor, encode_cursor, iter_frames
+from logharbor.protocol.codec import decode_cursor, encode_cursor, encode_varint, iter_frames
 from logharbor.protocol.schema import LogGroup
 from logharbor.protocol.signing import sign_headers
 from logharbor.server.config import ConfigError, load_config
@@ -249,10 +249,13 @@ class TestWriteAndPull:
             {"timeNs": 1_800_000_001_000_000_000, "contents": [["k", "1"], ["k", "2"]]},
         ]
 
-    def test_a_json_pull_decodes_at_most_8_mib(self, server: ServerProcess, logstore: str) -> None:
+    def test_a_json_pull_is_bounded_by_what_it_decodes_to(
+        self, server: ServerProcess, logstore: str
+    ) -> None:
         """maxBytes counts stored bytes: logs that compress well decoded to a thousand
         times as much JSON (839 MB for 3.3 MB stored). A JSON pull stops before the log
-        group that would pass 8 MiB decompressed, and the next cursor resumes there."""
+        group that would pass its budget once decoded (about 2.6 MiB decompressed), and
+        the next cursor resumes there."""
         raw = log_group_bytes(*({"k": "a" * (1 << 20)} for _ in range(5)))  # 5 MiB each
         cursors = [ok(put_lz4(server, logstore, raw))["cursor"] for _ in range(3)]
         cursor, seen = str(cursors[0]), []
@@ -276,18 +279,27 @@ class TestWriteAndPull:
     ) -> None:
         """A log group that alone would decode to too much JSON comes marked, without
         its logs, and the cursor moves past it: a reader never stalls on it."""
-        many = log_group_bytes(*({"n": "1"} for _ in range(120_000)))  # 0.4 MiB, 120k logs
+        many = log_group_bytes({"blob": "b" * (12 << 20)})  # 12 MiB: about 300 MB as JSON
         ok(put_lz4(server, logstore, many))
         ok(put(server, logstore, log_group_bytes({"n": "after"})))
         first = ok(pull(server, logstore, "MA==", format="json"))
         (group,) = first["logGroups"]  # type: ignore[misc]
         assert group["tooLarge"] is True and group["logs"] == []
-        assert (group["logCount"], group["rawSize"]) == (120_000, len(many))
+        assert (group["logCount"], group["rawSize"]) == (1, len(many))
         second = ok(pull(server, logstore, str(first["nextCursor"]), format="json"))
         (after,) = second["logGroups"]  # type: ignore[misc]
         assert after["logs"][0]["contents"] == [["n", "after"]]
         (frame, _) = iter_frames(pull(server, logstore, "MA==").content)  # frames: all of it
-        assert frame.log_count == 120_000
+        assert frame.raw() == many
+
+    def test_a_json_pull_shows_bytes_that_are_not_utf8_escaped(
+        self, server: ServerProcess, logstore: str
+    ) -> None:
+        """Writes keep any bytes; a key of b"\\xff" made every JSON pull of it a 500."""
+        log = b"\x08" + encode_varint(1_800_000_000) + b"\x12\x07\x0a\x01\xff\x12\x02v\xfe"
+        ok(put(server, logstore, b"\x0a" + encode_varint(len(log)) + log))
+        (group,) = ok(pull(server, logstore, "MA==", format="json"))["logGroups"]  # type: ignore[misc]
+        assert group["logs"][0]["contents"] == [["\\xff", "v\\xfe"]]
 
     def test_cursor_by_time_and_cursor_time(self, server: ServerProcess, logstore: str) -> None:
         before = time.time()

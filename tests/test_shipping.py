@@ -11,8 +11,10 @@ import pytest
 from groups import prepared
 from logharbor.engine import Engine, EngineConfig, shipping
 from logharbor.engine.documents import DocumentKind, DocumentStore
+from logharbor.engine.ingest import Limits, prepare_protobuf
 from logharbor.engine.shipping import Shipping
 from logharbor.engine.types import NANOS_PER_SECOND
+from logharbor.protocol.codec import Compression, encode_varint
 
 T0 = 1_800_000_000
 
@@ -61,5 +63,31 @@ def test_a_run_writes_a_file_per_budget_of_decoded_data_and_delivers_each_log_on
             f"{g}-{i}" for g in range(5) for i in range(100)
         )
         assert ship.run_due(force=True) == 0  # nothing new: nothing twice
+    finally:
+        documents.close()
+
+
+def test_keys_and_values_that_are_not_utf8_are_shipped_replaced(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A key of b"\\xff" (writes may hold any bytes) stopped a JSON shipper for good."""
+    documents = DocumentStore(tmp_path / "documents.db", clock=engine.clock)
+    documents.create(
+        "shop",
+        DocumentKind.SHIPPER,
+        "access",
+        "to-disk",
+        {"shipperName": "to-disk", "targetConfiguration": {"bufferInterval": 1}},
+    )
+    # Log { Time, Contents { Key: b"\xff", Value: b"v\xfe" } }, written by hand:
+    # protobuf will not build a string field that is not UTF-8
+    log = b"\x08" + encode_varint(T0) + b"\x12\x07\x0a\x01\xff\x12\x02v\xfe"
+    raw = b"\x0a" + encode_varint(len(log)) + log
+    engine.put("shop", "access", prepare_protobuf(raw, Compression.NONE, None, Limits())).result()
+    ship = Shipping(engine, documents, tmp_path / "out")
+    try:
+        assert ship.run_due(force=True) == 1
+        (file,) = (tmp_path / "out").rglob("*.jsonl")
+        assert json.loads(file.read_text())["\ufffd"] == "v\ufffd"
     finally:
         documents.close()

@@ -140,11 +140,17 @@ def inlong_log_group(batch: InLongBatch, limits: Limits, *, now: Nanos) -> Prepa
     content_key = length_delimited(0x0A, CONTENT_KEY.encode())
     tail = b"\x25" + struct.pack("<I", nanos)  # Log.Time_ns = 4, fixed32
     parts = []
+    size = 0  # counted while building, so that a batch over the limit stops early
     for index, message in enumerate(batch.messages):
         if batch.item_attributes:
             head = time_field + _contents(
                 _item_columns(batch.attributes, batch.item_attributes[index])
             )
+        # the columns are repeated in every log: 4 MiB of them times 300 records
+        # built 1.2 GB before the size was checked
+        size += len(head) + len(message) + _LOG_OVERHEAD
+        if size > limits.max_raw_bytes:
+            raise _too_large(size, limits)
         content = content_key + length_delimited(0x12, message)
         log = head + length_delimited(0x12, content) + tail
         parts.append(length_delimited(0x0A, log))  # LogGroup.Logs = 1
@@ -155,12 +161,19 @@ def inlong_log_group(batch: InLongBatch, limits: Limits, *, now: Nanos) -> Prepa
             parts.append(length_delimited(0x32, _pair(key.encode(), value.encode())))  # LogTags = 6
     raw = b"".join(parts)
     if len(raw) > limits.max_raw_bytes:
-        raise ServiceError(
-            ErrorCode.RAW_SIZE_TOO_LARGE,
-            f"batch of {len(raw)} bytes exceeds the limit of {limits.max_raw_bytes}",
-        )
+        raise _too_large(len(raw), limits)
     return PreparedGroup(
         compress(raw, Compression.LZ4), Compression.LZ4, len(raw), len(batch.messages)
+    )
+
+
+_LOG_OVERHEAD = 16  # a log's bytes beyond its head and message: tags, lengths, Time_ns
+
+
+def _too_large(size: int, limits: Limits) -> ServiceError:
+    return ServiceError(
+        ErrorCode.RAW_SIZE_TOO_LARGE,
+        f"batch of {size} bytes (at least) exceeds the limit of {limits.max_raw_bytes}",
     )
 
 

@@ -69,13 +69,19 @@ def log_rows(frames: bytes) -> Iterator[dict[str, str]]:
     ``__source__``, ``__tag__:<key>`` and the contents, all strings."""
     for frame in iter_frames(frames, verify=False):
         group = RawLogGroup.FromString(frame.raw())
-        shared = {"__topic__": group.Topic, "__source__": group.Source}
-        shared.update({f"__tag__:{t.Key}": t.Value for t in group.LogTags})
+        shared = {"__topic__": _text(group.Topic), "__source__": _text(group.Source)}
+        shared.update({f"__tag__:{_text(t.Key)}": _text(t.Value) for t in group.LogTags})
         for entry in group.Logs:
             row = {"__time__": str(entry.Time), **shared}
             for content in entry.Contents:
-                row[content.Key] = content.Value.decode("utf-8", "replace")
+                row[_text(content.Key)] = _text(content.Value)
             yield row
+
+
+def _text(value: bytes | str) -> str:
+    """Keys and values as text: bytes that are not UTF-8 (which writes may hold) are
+    replaced (a key of b"\\xff" stopped a shipper for good: JSON refused it)."""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 class Shipping:
@@ -153,7 +159,9 @@ class Shipping:
                         doc.project, DocumentKind.SHIPPER, doc.scope, doc.name, state
                     )
             task.update(taskStatus="success", taskMessage=f"{shipped} logs delivered")
-        except (ServiceError, OSError, ValueError) as exc:
+        except Exception as exc:  # a failed task, for the operator to see; the next run retries
+            if not isinstance(exc, ServiceError | OSError | ValueError):
+                log.exception("shipper %s failed", doc.name)
             task.update(taskStatus="fail", taskMessage=str(exc))
         task["taskFinishTime"] = self.engine.clock() // NANOS_PER_SECOND
         tasks = list(state.get("tasks", []))

@@ -21,6 +21,9 @@ from .codes import DataProxyErrCode, Rejected
 log = logging.getLogger("logharbor.inlong")
 
 
+_INLINE_BYTES = 64 << 10  # batches built on the event loop; larger ones in a thread
+
+
 class InLongService:
     """Writes InLong batches into the engine.
 
@@ -93,7 +96,11 @@ class InLongService:
         if sid:
             self.recent.put(key, durable)  # before any await: a retry finds it
         try:
-            group = inlong_log_group(batch, self.engine.limits, now=self.engine.clock())
+            limits, now = self.engine.limits, self.engine.clock()
+            if sum(map(len, batch.messages)) + len(batch.messages) * 64 <= _INLINE_BYTES:
+                group = inlong_log_group(batch, limits, now=now)
+            else:  # a large batch is built off the event loop
+                group = await asyncio.to_thread(inlong_log_group, batch, limits, now=now)
             written = await self.engine.put_from_loop(project, logstore, group)
         except BaseException as exc:
             self.recent.discard(key, durable)
