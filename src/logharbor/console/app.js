@@ -81,7 +81,8 @@ function errorBox(error) {
       { class: "error", role: "alert" },
       el("strong", {}, error.code),
       " ",
-      error.message.replace(/^[^:]*: /, ""),
+      // a syntax error shows the query with a caret under the place: keep its lines
+      el("span", { class: "message" }, error.message.replace(/^[^:]*: /, "")),
       error.requestId ? el("span", { class: "muted" }, ` (request ${error.requestId})`) : null,
     );
   }
