@@ -216,6 +216,28 @@ def test_live_tail_shows_new_logs_as_they_arrive(
     )
 
 
+def test_live_tail_of_one_shard_waits_on_the_server(
+    browser: WebDriver, server: ServerProcess, client: LogClient, shop: str
+) -> None:
+    """Following one shard, the tail long-polls: a new log shows without a round of
+    polling, and pausing and resuming keeps following."""
+    client.create_logstore(shop, "single", shard_count=1)
+    sign_in(browser, server)
+    wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, shop), "the project list")
+    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/single?tab=tail")
+    wait_for(browser, lambda d: "following 1 shards" in text_of(d, "#tail-status"), "the tail")
+    time.sleep(1)  # the long poll is waiting now
+    client.put_logs(shop, "single", [LogItem({"message": "first"})])
+    wait_for(browser, lambda d: "first" in text_of(d, "#tail"), "the first log")
+    browser.find_element(By.ID, "tail-pause").click()
+    wait_for(browser, lambda d: "paused" in text_of(d, "#tail-status"), "the pause")
+    client.put_logs(shop, "single", [LogItem({"message": "second"})])
+    time.sleep(1.5)
+    assert "second" not in text_of(browser, "#tail")
+    browser.find_element(By.ID, "tail-pause").click()
+    wait_for(browser, lambda d: "second" in text_of(d, "#tail"), "the log written while paused")
+
+
 def test_live_tail_follows_the_children_of_a_split_from_their_beginning(
     browser: WebDriver, server: ServerProcess, client: LogClient, shop: str
 ) -> None:

@@ -19,7 +19,8 @@ const PAGE_LINES = 50; // logs per page of search results
 const DEFAULT_SQL_ROWS = 100; // what the server answers for SQL without LIMIT
 const CONTEXT_LOGS = 10; // logs shown before and after a log's position
 const TAIL_LIMIT = 500; // live tail: older entries are dropped past this many
-const TAIL_IDLE_MS = 1000; // live tail: pause between rounds that found nothing
+const TAIL_IDLE_MS = 1000; // live tail: pause between rounds that found nothing...
+const TAIL_LONG_POLL_MS = 10000; // ...or, following one shard, how long the server may wait
 const TAIL_LIST_MS = 5000; // live tail: how often to look for new shards (splits, merges)
 const TAIL_RETRY_MS = [1000, 2000, 5000, 10000]; // live tail: waits after failures
 const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/; // projects and logstores (docs/api.md)
@@ -535,6 +536,7 @@ function renderTail(body, project, logstore, signal) {
   pause.addEventListener("click", () => {
     paused = !paused;
     pause.textContent = paused ? "Resume" : "Pause";
+    status.textContent = paused ? "paused" : "following…";
   });
   const matches = (entry) => !filter.value || entry.textContent.toLowerCase().includes(filter.value.toLowerCase());
   filter.addEventListener("input", () => {
@@ -565,6 +567,7 @@ function renderTail(body, project, logstore, signal) {
 async function follow(project, logstore, signal, show, report, isPaused) {
   const cursors = new Map(); // shard id → next cursor
   const seen = new Set(); // every shard met, followed or not
+  const held = []; // [group, log] pulled while paused (the newest TAIL_LIMIT)
   let readonly = new Set();
   let started = false;
   let listed = -Infinity;
@@ -591,16 +594,25 @@ async function follow(project, logstore, signal, show, report, isPaused) {
       }
       let found = false;
       if (!isPaused()) {
+        for (const entry of held.splice(0)) show(...entry);
         for (const [shard, cursor] of [...cursors]) {
           if (signal.aborted) return;
-          const answer = await api.pull(project, logstore, shard, cursor, 0, signal);
+          // one shard: the server holds the pull until data comes (long polling)
+          const wait = cursors.size === 1 ? TAIL_LONG_POLL_MS : 0;
+          const answer = await api.pull(project, logstore, shard, cursor, wait, signal);
           cursors.set(shard, answer.nextCursor);
           const logs = answer.logGroups.flatMap((group) =>
             group.tooLarge // the server sends such a log group without its logs
               ? [[group, { timeNs: group.receiveTimeNs, contents: [["(log group)", `${group.logCount} logs, too many to show here: read them with format=frames`]] }]]
               : group.logs.map((log) => [group, log]),
           );
-          for (const [group, log] of logs.slice(-TAIL_LIMIT)) show(group, log); // the rest would scroll away
+          for (const entry of logs.slice(-TAIL_LIMIT)) {
+            // the rest would scroll away; what a pull brings back after a pause is
+            // held until the tail resumes
+            if (isPaused()) held.push(entry);
+            else show(...entry);
+          }
+          held.splice(0, Math.max(0, held.length - TAIL_LIMIT));
           received += logs.length;
           found ||= answer.count > 0;
           if (readonly.has(shard) && answer.nextCursor === answer.endCursor) cursors.delete(shard);
@@ -608,7 +620,7 @@ async function follow(project, logstore, signal, show, report, isPaused) {
       }
       failures = 0;
       report(`${isPaused() ? "paused" : "following"} ${cursors.size} shards · ${received} logs received`);
-      if (!found) await sleep(TAIL_IDLE_MS, signal);
+      if (!found && (isPaused() || cursors.size !== 1)) await sleep(TAIL_IDLE_MS, signal);
     } catch (error) {
       if (signal.aborted) return;
       const wait = TAIL_RETRY_MS[Math.min(failures, TAIL_RETRY_MS.length - 1)];
