@@ -288,6 +288,34 @@ def test_searching_a_logstore_without_an_index_says_how_to_make_one(
     assert "Searching" not in page_text(browser)
 
 
+def test_an_index_is_created_and_changed_from_the_index_tab(
+    browser: WebDriver, server: ServerProcess, client: LogClient, shop: str
+) -> None:
+    client.create_logstore(shop, "fresh", shard_count=1)
+    client.put_logs(shop, "fresh", [LogItem({"status": "503", "path": "/pay"})])
+    sign_in(browser, server)
+    wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, shop), "the project list")
+    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/fresh?tab=index")
+    wait_for(browser, lambda d: d.find_elements(By.ID, "no-index"), "the offer to create one")
+    editor = browser.find_element(By.ID, "index-config")
+    editor.clear()
+    editor.send_keys('{"line": {}, "keys": {"status": {"type": "long"}}}')
+    browser.find_element(By.ID, "index-save").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "index-lag"), "the index made")
+    assert client.get_index(shop, "fresh")["config"]["keys"]["status"]["type"] == "long"
+    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/fresh?q=status%20%3E%20500")
+    wait_for(browser, lambda d: "1 logs matched" in text_of(d, "#summary"), "a search by number")
+    # a bad configuration is refused, with the reason, and nothing changes
+    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/fresh?tab=index")
+    wait_for(browser, lambda d: d.find_elements(By.ID, "index-save"), "the editor")
+    editor = browser.find_element(By.ID, "index-config")
+    editor.clear()
+    editor.send_keys('{"keys": {"status": {"type": "number"}}}')
+    browser.find_element(By.ID, "index-save").click()
+    wait_for(browser, lambda d: "type must be one of" in text_of(d, "#index-status"), "the refusal")
+    assert client.get_index(shop, "fresh")["config"]["keys"]["status"]["type"] == "long"
+
+
 def test_shards_and_index_tabs(browser: WebDriver, server: ServerProcess, shop: str) -> None:
     sign_in(browser, server)
     wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, shop), "the project list")
@@ -297,7 +325,8 @@ def test_shards_and_index_tabs(browser: WebDriver, server: ServerProcess, shop: 
     assert len(rows) == 2 and all("readwrite" in r for r in rows)
     browser.find_element(By.ID, "tab-index").click()
     wait_for(browser, lambda d: d.find_elements(By.ID, "index-config"), "the index settings")
-    assert '"token"' in text_of(browser, "#index-config")
+    assert '"token"' in browser.find_element(By.ID, "index-config").get_attribute("value")
+    assert "Every log is indexed" in text_of(browser, "#index-lag")
 
 
 def test_consumer_groups_tab_shows_holders_lag_and_checkpoints(

@@ -167,6 +167,12 @@ export class Api {
     return this.request("GET", `${this.logstorePath(project, logstore)}/index`);
   }
 
+  /** Create the index (``exists`` false) or change it, with an SLS-shaped configuration. */
+  saveIndex(project, logstore, config, exists) {
+    const method = exists ? "PUT" : "POST";
+    return this.request(method, `${this.logstorePath(project, logstore)}/index`, { body: config });
+  }
+
   query(project, logstore, body, signal) {
     return this.request("POST", `${this.logstorePath(project, logstore)}/query`, { body, signal });
   }

@@ -699,18 +699,51 @@ function noIndexHint(project, logstore) {
   );
 }
 
+// SLS's default separators, full text on: what "logharbor index set" creates
+const DEFAULT_INDEX = {
+  line: { token: [..." ,'\";=()[]{}?@&<>/:\n\t\r"], caseSensitive: false },
+  keys: {},
+};
+
+/** The index configuration, editable: created from a default, or changed in place
+ * (docs/search.md: a change needs no re-indexing). */
 async function renderIndex(body, project, logstore) {
-  let index;
+  let current = null;
   try {
-    index = await api.index(project, logstore);
+    current = await api.index(project, logstore);
   } catch (error) {
-    if (error instanceof ApiError && error.status === 404) {
-      body.append(noIndexHint(project, logstore));
+    if (!(error instanceof ApiError && error.status === 404)) throw error;
+  }
+  const exists = current !== null;
+  const editor = el("textarea", { id: "index-config", class: "config", rows: 18, spellcheck: "false", "aria-label": "index configuration" });
+  editor.value = JSON.stringify(exists ? current.config : DEFAULT_INDEX, null, 2);
+  const status = el("div", { id: "index-status" });
+  const save = el("button", { type: "button", id: "index-save" }, exists ? "Save changes" : "Create the index");
+  save.addEventListener("click", async () => {
+    let config;
+    try {
+      config = JSON.parse(editor.value);
+    } catch (error) {
+      status.replaceChildren(el("div", { class: "error", role: "alert" }, `Not JSON: ${error.message}`));
       return;
     }
-    throw error;
+    save.disabled = true;
+    try {
+      await api.saveIndex(project, logstore, config, exists);
+      route(); // show what the server kept
+    } catch (error) {
+      status.replaceChildren(errorBox(error));
+    } finally {
+      save.disabled = false;
+    }
+  });
+  if (exists) {
+    const lag = current.lag.reduce((sum, shard) => sum + shard.behindLogGroups, 0);
+    body.append(el("p", { class: "muted", id: "index-lag" }, lag ? `${lag} log groups not indexed yet` : "Every log is indexed."));
+  } else {
+    body.append(noIndexHint(project, logstore), el("p", { class: "muted" }, "Or create it here, from SLS's defaults below (full text; add keys for fields to compare as numbers or search one by one)."));
   }
-  body.append(el("pre", { id: "index-config" }, JSON.stringify(index, null, 2)));
+  body.append(editor, el("div", { class: "toolbar" }, save), status);
 }
 
 // ------------------------------------------------------------------- start
