@@ -348,6 +348,33 @@ def test_consumer_groups_tab_shows_holders_lag_and_checkpoints(
     assert "none" in rows[1]
 
 
+def test_projects_and_logstores_are_created_from_the_console(
+    browser: WebDriver, server: ServerProcess, client: LogClient, unique_name: Callable[[str], str]
+) -> None:
+    name = unique_name("made")
+    sign_in(browser, server)
+    wait_for(browser, lambda d: d.find_elements(By.ID, "new-project"), "the project form")
+    form = browser.find_element(By.ID, "new-project")
+    form.find_element(By.NAME, "name").send_keys("Not A Name")
+    form.find_element(By.TAG_NAME, "button").click()
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#new-project .error"), "refusal")
+    form.find_element(By.NAME, "name").clear()
+    form.find_element(By.NAME, "name").send_keys(name)
+    form.find_element(By.NAME, "description").send_keys("made in the console")
+    form.find_element(By.TAG_NAME, "button").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "new-logstore"), "the new project's page")
+    form = browser.find_element(By.ID, "new-logstore")
+    form.find_element(By.NAME, "name").send_keys("web")
+    shards = form.find_element(By.NAME, "shardCount")
+    shards.clear()
+    shards.send_keys("3")
+    form.find_element(By.TAG_NAME, "button").click()
+    # a new logstore has no index: the page goes where one is made
+    wait_for(browser, lambda d: d.find_elements(By.ID, "no-index"), "the new logstore's index tab")
+    assert client.get_logstore(name, "web").shard_count == 3
+    assert client.get_project(name).description == "made in the console"
+
+
 def test_a_wrong_secret_is_refused_and_sign_out_forgets_the_key(
     browser: WebDriver, server: ServerProcess
 ) -> None:

@@ -153,6 +153,16 @@ export class Api {
     return this.request("GET", `${PREFIX}/projects`, { params: [["size", "500"]] });
   }
 
+  createProject(name, description) {
+    return this.request("POST", `${PREFIX}/projects`, { body: { name, description } });
+  }
+
+  createLogstore(project, settings) {
+    return this.request("POST", `${PREFIX}/${pathOf("projects", project, "logstores")}`, {
+      body: settings,
+    });
+  }
+
   logstores(project) {
     return this.request("GET", `${PREFIX}/${pathOf("projects", project, "logstores")}`, {
       params: [["size", "500"]],

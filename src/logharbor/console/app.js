@@ -259,11 +259,54 @@ function table(headings, rows) {
   );
 }
 
+/** A one-line form that creates something, then goes where ``after`` says; the
+ * server's refusal (a bad name, one taken) is shown beside it. */
+function createForm(id, fields, label, create, after) {
+  const status = el("span", { class: "form-status" });
+  const form = el(
+    "form",
+    {
+      class: "toolbar create",
+      id,
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const values = Object.fromEntries(fields.map((f) => [f.name, f.value.trim()]));
+        status.replaceChildren("…");
+        try {
+          await create(values);
+        } catch (error) {
+          status.replaceChildren(errorBox(error));
+          return;
+        }
+        location.hash = after(values);
+      },
+    },
+    fields,
+    el("button", { type: "submit" }, label),
+    status,
+  );
+  return form;
+}
+
+const NAME_RULE = "lowercase letters, digits, - and _";
+
 async function renderProjects(main) {
   main.append(el("h2", {}, "Projects"));
   const { projects, total } = await api.projects();
+  main.append(
+    createForm(
+      "new-project",
+      [
+        el("input", { name: "name", placeholder: "new project name", required: true, title: NAME_RULE, "aria-label": "project name" }),
+        el("input", { name: "description", placeholder: "description", "aria-label": "description" }),
+      ],
+      "Create project",
+      ({ name, description }) => api.createProject(name, description),
+      ({ name }) => projectHash(name),
+    ),
+  );
   if (!projects.length) {
-    main.append(el("p", { class: "muted" }, "No projects yet. Create one with: logharbor project create NAME"));
+    main.append(el("p", { class: "muted" }, "No projects yet."));
     return;
   }
   main.append(
@@ -278,6 +321,19 @@ async function renderProjects(main) {
 async function renderLogstores(main, project) {
   main.append(el("h2", {}, `Logstores of ${project}`));
   const { logstores, total } = await api.logstores(project);
+  main.append(
+    createForm(
+      "new-logstore",
+      [
+        el("input", { name: "name", placeholder: "new logstore name", required: true, title: NAME_RULE, "aria-label": "logstore name" }),
+        el("input", { name: "shardCount", type: "number", min: 1, max: 256, value: 2, "aria-label": "shards", title: "shards" }),
+        el("input", { name: "ttl", type: "number", min: 1, max: 3650, value: 30, "aria-label": "TTL in days", title: "TTL (days)" }),
+      ],
+      "Create logstore",
+      ({ name, shardCount, ttl }) => api.createLogstore(project, { name, shardCount: Number(shardCount), ttl: Number(ttl) }),
+      ({ name }) => logstoreHash(project, name, { tab: "index" }), // next: its index
+    ),
+  );
   if (!logstores.length) {
     main.append(el("p", { class: "muted" }, "No logstores in this project yet."));
     return;
