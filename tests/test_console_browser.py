@@ -288,6 +288,16 @@ def test_searching_a_logstore_without_an_index_says_how_to_make_one(
     assert "Searching" not in page_text(browser)
 
 
+def save_index(browser: WebDriver, page: str, config: str) -> None:
+    """Open a logstore's index tab, write ``config`` into the editor, and save."""
+    browser.get(page + "?tab=index")
+    wait_for(browser, lambda d: d.find_elements(By.ID, "index-save"), "the index editor")
+    editor = browser.find_element(By.ID, "index-config")
+    editor.clear()
+    editor.send_keys(config)
+    browser.find_element(By.ID, "index-save").click()
+
+
 def test_an_index_is_created_and_changed_from_the_index_tab(
     browser: WebDriver, server: ServerProcess, client: LogClient, shop: str
 ) -> None:
@@ -295,23 +305,16 @@ def test_an_index_is_created_and_changed_from_the_index_tab(
     client.put_logs(shop, "fresh", [LogItem({"status": "503", "path": "/pay"})])
     sign_in(browser, server)
     wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, shop), "the project list")
-    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/fresh?tab=index")
+    page = f"{server.endpoint}/console/#/projects/{shop}/logstores/fresh"
+    browser.get(page + "?tab=index")
     wait_for(browser, lambda d: d.find_elements(By.ID, "no-index"), "the offer to create one")
-    editor = browser.find_element(By.ID, "index-config")
-    editor.clear()
-    editor.send_keys('{"line": {}, "keys": {"status": {"type": "long"}}}')
-    browser.find_element(By.ID, "index-save").click()
+    save_index(browser, page, '{"line": {}, "keys": {"status": {"type": "long"}}}')
     wait_for(browser, lambda d: d.find_elements(By.ID, "index-lag"), "the index made")
     assert client.get_index(shop, "fresh")["config"]["keys"]["status"]["type"] == "long"
-    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/fresh?q=status%20%3E%20500")
+    browser.get(page + "?q=status%20%3E%20500")
     wait_for(browser, lambda d: "1 logs matched" in text_of(d, "#summary"), "a search by number")
     # a bad configuration is refused, with the reason, and nothing changes
-    browser.get(f"{server.endpoint}/console/#/projects/{shop}/logstores/fresh?tab=index")
-    wait_for(browser, lambda d: d.find_elements(By.ID, "index-save"), "the editor")
-    editor = browser.find_element(By.ID, "index-config")
-    editor.clear()
-    editor.send_keys('{"keys": {"status": {"type": "number"}}}')
-    browser.find_element(By.ID, "index-save").click()
+    save_index(browser, page, '{"keys": {"status": {"type": "number"}}}')
     wait_for(browser, lambda d: "type must be one of" in text_of(d, "#index-status"), "the refusal")
     assert client.get_index(shop, "fresh")["config"]["keys"]["status"]["type"] == "long"
 
