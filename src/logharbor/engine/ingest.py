@@ -44,6 +44,19 @@ class Limits:
     max_group_logs: int = 1_000_000
 
 
+def check_raw_size(
+    size: int, limits: Limits, *, what: str = "log group", at_least: bool = False
+) -> None:
+    """Refuse a log group (or an InLong batch) of more than ``max_raw_bytes``;
+    ``at_least`` when ``size`` counts only what was built so far."""
+    if size > limits.max_raw_bytes:
+        so_far = " (at least)" if at_least else ""
+        raise ServiceError(
+            ErrorCode.RAW_SIZE_TOO_LARGE,
+            f"{what} of {size} bytes{so_far} exceeds the limit of {limits.max_raw_bytes}",
+        )
+
+
 def check_log_count(count: int, limits: Limits) -> None:
     if count > limits.max_group_logs:
         raise ServiceError(
@@ -146,11 +159,7 @@ def prepare_json(document: Any, limits: Limits) -> PreparedGroup:
         for key, value in _pairs(log.get("contents") or {}, f"logs[{index}].contents"):
             entry.Contents.add(Key=key, Value=value)
     raw = group.SerializeToString()
-    if len(raw) > limits.max_raw_bytes:
-        raise ServiceError(
-            ErrorCode.RAW_SIZE_TOO_LARGE,
-            f"log group of {len(raw)} bytes exceeds the limit of {limits.max_raw_bytes}",
-        )
+    check_raw_size(len(raw), limits)
     return PreparedGroup(compress(raw, Compression.LZ4), Compression.LZ4, len(raw), len(logs))
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol.codec import Compression, compress, encode_varint, length_delimited
 from ..protocol.errors import ErrorCode, ServiceError
-from .ingest import Limits, PreparedGroup, check_log_count
+from .ingest import Limits, PreparedGroup, check_log_count, check_raw_size
 from .names import check_name
 from .types import NANOS_PER_SECOND, Nanos
 
@@ -149,8 +149,7 @@ def inlong_log_group(batch: InLongBatch, limits: Limits, *, now: Nanos) -> Prepa
         # the columns are repeated in every log: 4 MiB of them times 300 records
         # built 1.2 GB before the size was checked
         size += len(head) + len(message) + _LOG_OVERHEAD
-        if size > limits.max_raw_bytes:
-            raise _too_large(size, limits)
+        check_raw_size(size, limits, what="batch", at_least=True)
         content = content_key + length_delimited(0x12, message)
         log = head + length_delimited(0x12, content) + tail
         parts.append(length_delimited(0x0A, log))  # LogGroup.Logs = 1
@@ -160,21 +159,13 @@ def inlong_log_group(batch: InLongBatch, limits: Limits, *, now: Nanos) -> Prepa
         if key not in TRANSPORT_ATTRIBUTES and not _ADDCOL.fullmatch(key):
             parts.append(length_delimited(0x32, _pair(key.encode(), value.encode())))  # LogTags = 6
     raw = b"".join(parts)
-    if len(raw) > limits.max_raw_bytes:
-        raise _too_large(len(raw), limits)
+    check_raw_size(len(raw), limits, what="batch")
     return PreparedGroup(
         compress(raw, Compression.LZ4), Compression.LZ4, len(raw), len(batch.messages)
     )
 
 
 _LOG_OVERHEAD = 16  # a log's bytes beyond its head and message: tags, lengths, Time_ns
-
-
-def _too_large(size: int, limits: Limits) -> ServiceError:
-    return ServiceError(
-        ErrorCode.RAW_SIZE_TOO_LARGE,
-        f"batch of {size} bytes (at least) exceeds the limit of {limits.max_raw_bytes}",
-    )
 
 
 def open_inlong_stream(

@@ -29,7 +29,7 @@ from ..protocol.codec import Compression, Frame, compress, iter_frames, length_d
 from ..protocol.errors import ErrorCode, ServiceError
 from ..protocol.schema import RawLogGroup
 from ..protocol.tls_schema import TlsLogGroup, TlsLogGroupList
-from .ingest import Limits, PreparedGroup, check_log_count
+from .ingest import Limits, PreparedGroup, check_log_count, check_raw_size
 from .types import NANOS_PER_SECOND, Nanos
 
 PATH_TAG = "__path__"
@@ -117,11 +117,7 @@ def _tls_to_prepared(source: Any, limits: Limits, *, now: Nanos) -> PreparedGrou
     for tag in source.LogTags:
         out.LogTags.add(Key=tag.Key, Value=tag.Value)
     raw = out.SerializeToString()
-    if len(raw) > limits.max_raw_bytes:
-        raise ServiceError(
-            ErrorCode.RAW_SIZE_TOO_LARGE,
-            f"log group of {len(raw)} bytes exceeds the limit of {limits.max_raw_bytes}",
-        )
+    check_raw_size(len(raw), limits)
     return PreparedGroup(compress(raw, Compression.LZ4), Compression.LZ4, len(raw), len(units))
 
 
