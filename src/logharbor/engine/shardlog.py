@@ -49,6 +49,7 @@ from ..protocol.codec import (
     Compression,
     decompress,
     encode_frame,
+    frame_headers,
 )
 from ..protocol.errors import ErrorCode, ServiceError
 from . import columnar
@@ -619,12 +620,9 @@ class ShardLog:
                 break
         frames = b"".join(chunks) if len(chunks) != 1 else chunks[0]
         log_count = raw_size = 0
-        offset = 0
-        while offset < len(frames):
-            _crc, length, _pos, _recv, raw, logs, _comp = FRAME_HEADER.unpack_from(frames, offset)
+        for _, _, raw, logs in frame_headers(frames):
             raw_size += raw
             log_count += logs
-            offset += FRAME_HEADER_SIZE + length
         return PullResult(
             frames=frames,
             group_count=position - start,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ..protocol.codec import FRAME_HEADER, FRAME_HEADER_SIZE
+from ..protocol.codec import frame_headers
 
 ShardId = int
 Position = int  # index of a log group within its shard; a cursor encodes it
@@ -79,22 +79,19 @@ class PullResult:
     next_position: Position
     end_position: Position  # the shard's end when the pull was served
 
-    def within(self, max_cost: int, log_cost: int = 0) -> PullResult:
+    def within(self, max_cost: int, log_cost: int = 0, raw_factor: int = 1) -> PullResult:
         """The first log groups of this pull whose decoded cost stays within
-        ``max_cost`` (at least one), the cost of a log group being its decompressed
-        size plus ``log_cost`` per log.  A pull is bounded by stored bytes, and logs
-        that compress well decode to hundreds of times as much: whoever decodes a
-        pull (the indexer, the SLS and TLS pulls, JSON pulls) takes this first."""
-        view = memoryview(self.frames)
-        offset = cost = groups = logs = raw = 0
-        while offset < len(view):
-            _, length, position, _, raw_size, count, _ = FRAME_HEADER.unpack_from(view, offset)
-            frame_cost = raw_size + log_cost * count
+        ``max_cost`` (at least one), the cost of a log group being ``raw_factor``
+        times its decompressed size plus ``log_cost`` per log.  A pull is bounded by
+        stored bytes, and logs that compress well decode to hundreds of times as
+        much: whoever decodes a pull (the indexer, the SLS and TLS pulls, JSON
+        pulls) takes this first."""
+        cost = groups = logs = raw = 0
+        for start, position, raw_size, count in frame_headers(self.frames):
+            frame_cost = raw_factor * raw_size + log_cost * count
             if groups and cost + frame_cost > max_cost:
-                return PullResult(
-                    bytes(view[:offset]), groups, logs, raw, position, self.end_position
-                )
+                frames = self.frames[:start]
+                return PullResult(frames, groups, logs, raw, position, self.end_position)
             cost += frame_cost
             groups, logs, raw = groups + 1, logs + count, raw + raw_size
-            offset += FRAME_HEADER_SIZE + length
         return self

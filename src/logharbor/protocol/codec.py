@@ -276,6 +276,16 @@ def encode_frame(
     return struct.pack("<I", crc) + header_tail + payload
 
 
+def frame_headers(data: bytes | memoryview) -> Iterator[tuple[int, int, int, int]]:
+    """``(start, position, raw size, log count)`` of each frame of stored (trusted)
+    frames, read from the headers alone: where a frame starts, and what it holds."""
+    offset = 0
+    while offset < len(data):
+        _, length, position, _, raw_size, logs, _ = FRAME_HEADER.unpack_from(data, offset)
+        yield offset, position, raw_size, logs
+        offset += FRAME_HEADER_SIZE + length
+
+
 def iter_frames(data: bytes | memoryview, *, verify: bool = True) -> Iterator[Frame]:
     """Parse a sequence of frames; raise ``CodecError`` on a torn or corrupt one."""
     view = memoryview(data)

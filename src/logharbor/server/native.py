@@ -89,7 +89,7 @@ def pull_json(result: PullResult) -> dict[str, Any]:
     made 839 MB of JSON and took 2.4 GB).  A log group that alone would cost more
     than ``JSON_GROUP_COST`` comes without its logs, marked ``"tooLarge": true``
     (read it with ``format=frames``), so that a reader still moves past it."""
-    result = result.within(JSON_PULL_COST // JSON_RAW_FACTOR, JSON_LOG_COST // JSON_RAW_FACTOR)
+    result = result.within(JSON_PULL_COST, JSON_LOG_COST, raw_factor=JSON_RAW_FACTOR)
     groups: list[dict[str, Any]] = []
     for frame in iter_frames(result.frames, verify=False):
         if JSON_RAW_FACTOR * frame.raw_size + JSON_LOG_COST * frame.log_count > JSON_GROUP_COST:
