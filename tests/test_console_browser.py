@@ -14,7 +14,10 @@ from harness import ServerProcess
 from logharbor import LogClient, LogItem
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -47,7 +50,10 @@ def browser() -> Iterator[WebDriver]:
 
 def wait_for(driver: WebDriver, condition: Callable[[WebDriver], object], what: str) -> object:
     try:
-        return WebDriverWait(driver, WAIT).until(condition)
+        # the page re-renders as answers come: an element read just as it is replaced
+        # is stale, and the condition is tried again
+        waiting = WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,))
+        return waiting.until(condition)
     except TimeoutException:
         raise AssertionError(f"{what} did not happen; page shows:\n{page_text(driver)}") from None
 
