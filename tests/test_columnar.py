@@ -242,3 +242,203 @@ def test_a_varint_past_64_bits_in_a_body_is_an_error(codec: tuple[object, object
     # version 1 written as a ten-byte varint whose last byte carries bit 64
     with pytest.raises(ValueError):
         unpack(b"\x81" + b"\x80" * 8 + b"\x02" + good[1:], 100)  # type: ignore[operator]
+
+
+# ------------------------------------------------------------ typed columns
+
+
+def stream_of(values: list[bytes]) -> tuple[bytes, bytes]:
+    """A column's length and value streams, as a version-1 body holds them."""
+    return b"".join(encode_varint(len(v)) for v in values), b"".join(values)
+
+
+def typers() -> list[tuple[str, object, object]]:
+    found = [("python", columnar._type_column_python, columnar._untype_column_python)]
+    if speedups is not None:
+        found.append(("c", speedups.columnar_type, speedups.columnar_untype))
+    return found
+
+
+@pytest.fixture(params=typers(), ids=lambda impl: impl[0])
+def typer(request: pytest.FixtureRequest) -> tuple[object, object]:
+    _name, type_column, untype_column = request.param
+    return type_column, untype_column
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        ([b"200", b"0", b"-17", b"999999999999999999", b"-999999999999999999"], columnar.INT),
+        ([b"200", b"-0"], columnar.STR),  # "-0" would come back as "0"
+        ([b"200", b"007"], columnar.STR),  # a leading zero would be lost
+        ([b"1", b"1000000000000000000"], columnar.STR),  # 19 digits: past what is kept
+        ([b"1", b"+1"], columnar.STR),
+        ([b"0a1b", b"ffff", b"0000"], columnar.HEX),
+        ([b"0a1b", b"FFFF"], columnar.STR),  # upper case would come back lower
+        ([b"0a1b", b"ff"], columnar.STR),  # not one width
+        ([b"abc", b"def"], columnar.STR),  # odd width
+        ([b"10.0.0.1", b"255.255.255.255", b"0.0.0.0"], columnar.IPV4),
+        ([b"10.0.0.1", b"10.0.0.01"], columnar.STR),  # leading zero
+        ([b"10.0.0.1", b"10.0.0.256"], columnar.STR),
+        ([b"10.0.0.1", b"10.0.0"], columnar.STR),
+        ([b"GET", b"POST"] * 8, columnar.DICT),
+        ([b"GET", b"POST"] * 7 + [b"PUT", b"GET"], columnar.STR),  # 3 values, 16 uses
+        ([b""] * 8, columnar.DICT),
+        ([b"%d" % (i % 256) + b"x" for i in range(256 * 8)], columnar.DICT),
+        ([b"%d" % (i % 257) + b"x" for i in range(257 * 8)], columnar.STR),
+        ([b"served in 5ms", b"cached", "ünï ✓".encode()], columnar.STR),
+        ([b"\xff\x00binary"], columnar.STR),
+    ],
+    ids=[
+        "int",
+        "minus-zero",
+        "leading-zero",
+        "19-digits",
+        "plus-sign",
+        "hex",
+        "upper-hex",
+        "hex-widths",
+        "odd-hex",
+        "ipv4",
+        "ipv4-leading-zero",
+        "ipv4-256",
+        "ipv4-3-parts",
+        "dict",
+        "dict-too-few-uses",
+        "dict-empty-strings",
+        "dict-256",
+        "dict-257",
+        "text",
+        "binary",
+    ],
+)
+def test_a_column_is_stored_by_what_all_its_values_hold_and_comes_back_exactly(
+    typer: tuple[object, object], values: list[bytes], kind: int
+) -> None:
+    type_column, untype_column = typer
+    streams = stream_of(values)
+    section = type_column(*streams)  # type: ignore[operator]
+    assert section[0] == kind
+    assert untype_column(section) == streams  # type: ignore[operator]
+
+
+def test_typed_columns_are_smaller_than_strings() -> None:
+    ids = [b"%016x" % (n * 0x9E3779B97F4A7C15 % 2**64) for n in range(1000)]
+    assert len(columnar.type_column(*stream_of(ids))) == 1 + 1 + 8 * 1000
+    addresses = [b"10.1.%d.%d" % (n // 256, n % 256) for n in range(1000)]
+    assert len(columnar.type_column(*stream_of(addresses))) == 1 + 4 * 1000
+
+
+@pytest.mark.skipif(speedups is None, reason="the C speedups are not built")
+def test_c_and_python_agree_on_random_columns_and_damaged_sections() -> None:
+    rng = random.Random(11)
+    makers = [
+        lambda: b"%d" % rng.randrange(-(10**18) + 1, 10**18),
+        lambda: b"%d" % rng.randrange(3),
+        lambda: rng.randbytes(rng.choice((1, 4))).hex().encode(),
+        lambda: b"%d.%d.%d.%d" % tuple(rng.choice((0, 9, 10, 99, 100, 255, 256)) for _ in range(4)),
+        lambda: rng.choice((b"GET", b"POST", b"", b"0", b"00", b"1.2.3.4")),
+        lambda: rng.randbytes(rng.randrange(6)),
+    ]
+    for _ in range(3000):
+        make = rng.choice(makers)
+        values = [make() for _ in range(rng.choice((1, 2, 8, 9, 40)))]
+        streams = stream_of(values)
+        section = speedups.columnar_type(*streams)
+        assert section == columnar._type_column_python(*streams)
+        assert speedups.columnar_untype(section) == streams
+        damaged = bytearray(section)
+        damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+        cut = bytes(damaged[: rng.randrange(len(damaged) + 1)])
+        for variant in (bytes(damaged), cut):
+            results = []
+            for untype in (speedups.columnar_untype, columnar._untype_column_python):
+                try:
+                    results.append(untype(variant))
+                except ValueError:
+                    results.append("error")
+            assert results[0] == results[1], variant
+
+
+def test_columns_whose_lengths_do_not_match_their_values_are_refused(
+    typer: tuple[object, object],
+) -> None:
+    type_column, _untype = typer
+    for lengths, values in ((b"\x05", b"abc"), (b"\x01", b"abc"), (b"\x80", b"")):
+        with pytest.raises(ValueError):
+            type_column(lengths, values)  # type: ignore[operator]
+
+
+# ----------------------------------------------------- the stored payload
+
+
+def frames_of(payload: bytes) -> list[bytes]:
+    """The zstd frames of a version-2 payload."""
+    assert payload[0] == columnar.TYPED_VERSION
+    count, pos = columnar._get64(payload, 1)
+    sizes = []
+    for _ in range(count):
+        size, pos = columnar._get64(payload, pos)
+        sizes.append(size)
+    frames = []
+    for size in sizes:
+        frames.append(payload[pos : pos + size])
+        pos += size
+    return frames
+
+
+def test_large_groups_get_a_frame_per_key_and_small_ones_a_single_frame() -> None:
+    large = access_log_group(2000)
+    assert len(large) >= columnar.SPLIT_FRAMES_FROM
+    stored = columnar.pack(large, ZSTD)
+    assert stored is not None
+    assert len(frames_of(stored)) == 1 + 4  # the head, and method, status, id, message
+    small = access_log_group(20)
+    stored = columnar.pack(small, ZSTD)
+    assert stored is not None
+    assert len(frames_of(stored)) == 1
+    assert columnar.unpack(stored, len(small)) == small
+
+
+def test_typed_payloads_are_smaller_than_version_1_and_version_1_still_reads() -> None:
+    raw = access_log_group(4000)
+    version_1 = ZSTD.compress(columnar.pack_body(raw) or b"")
+    version_2 = columnar.pack(raw, ZSTD)
+    assert version_2 is not None
+    assert len(version_2) < 0.85 * len(version_1)
+    assert columnar.unpack(version_1, len(raw)) == raw
+    assert columnar.unpack(version_2, len(raw)) == raw
+
+
+def payload_of(frames: list[bytes], count: int | None = None) -> bytes:
+    return b"".join(
+        [bytes([columnar.TYPED_VERSION]), encode_varint(len(frames) if count is None else count)]
+        + [encode_varint(len(f)) for f in frames]
+        + frames
+    )
+
+
+def test_damaged_typed_payloads_are_errors() -> None:
+    raw = access_log_group(2000)
+    stored = columnar.pack(raw, ZSTD)
+    assert stored is not None
+    frames = frames_of(stored)
+    head = zstandard.ZstdDecompressor().decompress(frames[0])
+    sections = [zstandard.ZstdDecompressor().decompress(f) for f in frames[1:]]
+    no_size = zstandard.ZstdCompressor(write_content_size=False).compress(sections[0])
+    bomb = zstandard.ZstdCompressor().compress(b"\x00" * (3 * len(raw) + 65536))
+    unknown_kind = ZSTD.compress(b"\x09" + sections[1][1:])
+    damaged = [
+        stored[:-1],  # a frame cut short
+        payload_of(frames, count=len(frames) + 1),  # more frames declared than there are
+        payload_of(frames[:-1]),  # a key's section missing
+        payload_of([frames[0], no_size, *frames[2:]]),  # a frame without its size
+        payload_of([frames[0], bomb]),  # a frame declaring more than the group can take
+        payload_of([frames[0], frames[1], unknown_kind, *frames[3:]]),
+        payload_of([frames[0], frames[2], frames[1], *frames[3:]]),  # sections swapped
+        payload_of([ZSTD.compress(head[:-3]), *frames[1:]]),  # the head cut short
+        b"\x02\xff\xff\xff\xff\x0f",  # a count of frames past the payload
+    ]
+    for payload in damaged:
+        with pytest.raises(columnar.ColumnarError):
+            columnar.unpack(payload, len(raw))

@@ -1091,6 +1091,327 @@ static PyObject *columnar_unpack(PyObject *module, PyObject *args) {
     return result;
 }
 
+/* ------------------------------------------------------------ typed columns */
+/*
+ * columnar_type(lengths, values) -> section and columnar_untype(section) ->
+ * (lengths, values): one key's values in a log group, stored by what they all
+ * hold, as logharbor/engine/columnar.py (the reference, with the layout) does.
+ */
+
+enum { KIND_STR, KIND_INT, KIND_HEX, KIND_IPV4, KIND_DICT };
+#define DICT_SIZE 256
+#define DICT_USES 8
+
+typedef struct {
+    const uint8_t *at;
+    size_t len;
+} Item;
+
+/* 0|-?[1-9][0-9]{0,17} */
+static int parse_decimal(const uint8_t *v, size_t n, int64_t *out) {
+    size_t i = 0;
+    int negative = 0;
+    if (n == 1 && v[0] == '0') {
+        *out = 0;
+        return 1;
+    }
+    if (n && v[0] == '-') {
+        negative = 1;
+        i = 1;
+    }
+    if (n - i < 1 || n - i > 18 || v[i] < '1' || v[i] > '9') return 0;
+    int64_t value = 0;
+    for (; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9') return 0;
+        value = value * 10 + (v[i] - '0');
+    }
+    *out = negative ? -value : value;
+    return 1;
+}
+
+static int is_lower_hex(const uint8_t *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f'))) return 0;
+    return 1;
+}
+
+/* four canonical decimal octets (no leading zeros, at most 255) joined by dots */
+static int parse_ipv4(const uint8_t *v, size_t n, uint8_t out[4]) {
+    size_t i = 0;
+    for (int part = 0; part < 4; part++) {
+        if (part) {
+            if (i >= n || v[i] != '.') return 0;
+            i++;
+        }
+        size_t start = i;
+        unsigned value = 0;
+        while (i < n && v[i] >= '0' && v[i] <= '9' && i - start < 3) value = value * 10 + (v[i++] - '0');
+        size_t digits = i - start;
+        if (digits == 0 || value > 255 || (digits > 1 && v[start] == '0')) return 0;
+        out[part] = (uint8_t)value;
+    }
+    return i == n;
+}
+
+static uint64_t hash_bytes(const uint8_t *p, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* -1: out of memory, -2: corrupt streams */
+static int type_column(const uint8_t *lengths, size_t lengths_len, const uint8_t *values,
+                       size_t values_len, Buf *out) {
+    Item *items = NULL;
+    size_t count = 0, cap = 0, at = 0;
+    int result = -2;
+    Stream s = {lengths, lengths + lengths_len};
+    while (s.at < s.end) {
+        uint64_t len;
+        if (stream_varint(&s, &len) < 0 || len > values_len - at) goto done;
+        if (count == cap) {
+            size_t bigger = cap ? cap * 2 : 64;
+            Item *grown = realloc(items, bigger * sizeof(Item));
+            if (grown == NULL) {
+                result = -1;
+                goto done;
+            }
+            items = grown;
+            cap = bigger;
+        }
+        items[count].at = values + at;
+        items[count++].len = (size_t)len;
+        at += (size_t)len;
+    }
+    if (at != values_len) goto done;
+    result = -1;
+    int fits = count > 0;
+    int64_t number;
+    for (size_t i = 0; fits && i < count; i++) fits = parse_decimal(items[i].at, items[i].len, &number);
+    if (fits) {
+        if (buf_reserve(out, 1 + 10 * count) < 0) goto done;
+        out->data[out->len++] = KIND_INT;
+        for (size_t i = 0; i < count; i++) {
+            parse_decimal(items[i].at, items[i].len, &number);
+            uint64_t zigzag = ((uint64_t)number << 1) ^ (uint64_t)(number >> 63);
+            out->len = (size_t)((uint8_t *)put_varint((char *)out->data + out->len, zigzag) - out->data);
+        }
+        result = 0;
+        goto done;
+    }
+    size_t width = count ? items[0].len : 0;
+    fits = width > 0 && width % 2 == 0;
+    for (size_t i = 0; fits && i < count; i++)
+        fits = items[i].len == width && is_lower_hex(items[i].at, width);
+    if (fits) {
+        if (buf_reserve(out, 11 + count * width / 2) < 0) goto done;
+        out->data[out->len++] = KIND_HEX;
+        out->len = (size_t)((uint8_t *)put_varint((char *)out->data + out->len, width / 2) - out->data);
+        for (size_t i = 0; i < count; i++)
+            for (size_t j = 0; j < width; j += 2) {
+                uint8_t hi = items[i].at[j], lo = items[i].at[j + 1];
+                hi = hi <= '9' ? hi - '0' : hi - 'a' + 10;
+                lo = lo <= '9' ? lo - '0' : lo - 'a' + 10;
+                out->data[out->len++] = (uint8_t)(hi << 4 | lo);
+            }
+        result = 0;
+        goto done;
+    }
+    uint8_t quad[4];
+    fits = count > 0;
+    for (size_t i = 0; fits && i < count; i++) fits = parse_ipv4(items[i].at, items[i].len, quad);
+    if (fits) {
+        if (buf_reserve(out, 1 + 4 * count) < 0) goto done;
+        out->data[out->len++] = KIND_IPV4;
+        for (size_t i = 0; i < count; i++) {
+            parse_ipv4(items[i].at, items[i].len, out->data + out->len);
+            out->len += 4;
+        }
+        result = 0;
+        goto done;
+    }
+    if (count > 0 && count >= DICT_USES) {
+        /* the distinct values in order of first use, found through a hash table */
+        int32_t slots[2 * DICT_SIZE];
+        size_t distinct[DICT_SIZE], ndistinct = 0;
+        uint8_t *numbers = malloc(count);
+        if (numbers == NULL) goto done;
+        memset(slots, 0xff, sizeof(slots));
+        fits = 1;
+        for (size_t i = 0; fits && i < count; i++) {
+            size_t slot = (size_t)(hash_bytes(items[i].at, items[i].len) % (2 * DICT_SIZE));
+            for (;;) {
+                int32_t found = slots[slot];
+                if (found < 0) {
+                    if (ndistinct == DICT_SIZE) {
+                        fits = 0;
+                        break;
+                    }
+                    slots[slot] = (int32_t)ndistinct;
+                    distinct[ndistinct] = i;
+                    numbers[i] = (uint8_t)ndistinct++;
+                    break;
+                }
+                Item *e = &items[distinct[found]];
+                if (e->len == items[i].len && memcmp(e->at, items[i].at, e->len) == 0) {
+                    numbers[i] = (uint8_t)found;
+                    break;
+                }
+                slot = (slot + 1) % (2 * DICT_SIZE);
+            }
+        }
+        if (fits && ndistinct * DICT_USES <= count) {
+            if (buf_reserve(out, 11 + count) < 0 || buf_varint(out, KIND_DICT) < 0 ||
+                buf_varint(out, ndistinct) < 0) {
+                free(numbers);
+                goto done;
+            }
+            for (size_t d = 0; d < ndistinct; d++) {
+                Item *e = &items[distinct[d]];
+                if (buf_varint(out, e->len) < 0 || buf_put(out, e->at, e->len) < 0) {
+                    free(numbers);
+                    goto done;
+                }
+            }
+            if (buf_put(out, numbers, count) < 0) {
+                free(numbers);
+                goto done;
+            }
+            free(numbers);
+            result = 0;
+            goto done;
+        }
+        free(numbers);
+    }
+    if (buf_varint(out, KIND_STR) < 0 || buf_varint(out, lengths_len) < 0 ||
+        buf_put(out, lengths, lengths_len) < 0 || buf_put(out, values, values_len) < 0)
+        goto done;
+    result = 0;
+done:
+    free(items);
+    return result;
+}
+
+static PyObject *columnar_type(PyObject *module, PyObject *args) {
+    Py_buffer lengths, values;
+    if (!PyArg_ParseTuple(args, "y*y*", &lengths, &values)) return NULL;
+    Buf out = {NULL, 0, 0};
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    r = type_column(lengths.buf, (size_t)lengths.len, values.buf, (size_t)values.len, &out);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&lengths);
+    PyBuffer_Release(&values);
+    PyObject *result = NULL;
+    if (r == 0) result = PyBytes_FromStringAndSize((const char *)out.data, (Py_ssize_t)out.len);
+    else if (r == -1) PyErr_NoMemory();
+    else PyErr_SetString(PyExc_ValueError, "column values do not match their lengths");
+    free(out.data);
+    return result;
+}
+
+static const char HEX_DIGITS[] = "0123456789abcdef";
+
+/* NULL on success, else a static error (out of memory included) */
+static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *values) {
+    const char *truncated = "truncated column";
+    if (n == 0) return truncated;
+    Stream s = {p + 1, p + n};
+    uint64_t size, width, count;
+    switch (p[0]) {
+    case KIND_STR:
+        if (stream_varint(&s, &size) < 0 || size > (uint64_t)(s.end - s.at)) return truncated;
+        {
+            Stream ls = {s.at, s.at + size};
+            uint64_t total = 0, len;
+            while (ls.at < ls.end) {
+                if (stream_varint(&ls, &len) < 0) return truncated;
+                total += len;
+                if (total > (uint64_t)(s.end - s.at) - size) return "column values overrun";
+            }
+            if (total != (uint64_t)(s.end - s.at) - size) return "column values left over";
+        }
+        if (buf_put(lengths, s.at, (size_t)size) < 0 ||
+            buf_put(values, s.at + size, (size_t)(s.end - s.at - size)) < 0)
+            return "out of memory";
+        return NULL;
+    case KIND_INT:
+        while (s.at < s.end) {
+            uint64_t zigzag;
+            if (stream_varint(&s, &zigzag) < 0) return truncated;
+            int64_t value = (int64_t)(zigzag >> 1) ^ -(int64_t)(zigzag & 1);
+            char text[24];
+            int len = snprintf(text, sizeof(text), "%lld", (long long)value);
+            if (buf_varint(lengths, (uint64_t)len) < 0 || buf_put(values, text, (size_t)len) < 0)
+                return "out of memory";
+        }
+        return NULL;
+    case KIND_HEX:
+        if (stream_varint(&s, &width) < 0) return truncated;
+        if (width == 0 || (uint64_t)(s.end - s.at) % width) return "hex column of a broken width";
+        if (buf_reserve(values, 2 * (size_t)(s.end - s.at)) < 0) return "out of memory";
+        for (const uint8_t *q = s.at; q < s.end; q++) {
+            if ((uint64_t)(q - s.at) % width == 0 && buf_varint(lengths, 2 * width) < 0)
+                return "out of memory";
+            values->data[values->len++] = (uint8_t)HEX_DIGITS[*q >> 4];
+            values->data[values->len++] = (uint8_t)HEX_DIGITS[*q & 15];
+        }
+        return NULL;
+    case KIND_IPV4:
+        if ((s.end - s.at) % 4) return "address column of a broken width";
+        for (const uint8_t *q = s.at; q < s.end; q += 4) {
+            char text[16];
+            int len = snprintf(text, sizeof(text), "%u.%u.%u.%u", q[0], q[1], q[2], q[3]);
+            if (buf_varint(lengths, (uint64_t)len) < 0 || buf_put(values, text, (size_t)len) < 0)
+                return "out of memory";
+        }
+        return NULL;
+    case KIND_DICT: {
+        Item distinct[DICT_SIZE];
+        if (stream_varint(&s, &count) < 0) return truncated;
+        if (count > DICT_SIZE) return "dictionary too large";
+        for (uint64_t d = 0; d < count; d++) {
+            uint64_t len;
+            if (stream_varint(&s, &len) < 0 || len > (uint64_t)(s.end - s.at)) return truncated;
+            distinct[d].at = s.at;
+            distinct[d].len = (size_t)len;
+            s.at += len;
+        }
+        for (const uint8_t *q = s.at; q < s.end; q++) {
+            if (*q >= count) return "dictionary number out of range";
+            Item *e = &distinct[*q];
+            if (buf_varint(lengths, e->len) < 0 || buf_put(values, e->at, e->len) < 0)
+                return "out of memory";
+        }
+        return NULL;
+    }
+    default:
+        return "unknown column kind";
+    }
+}
+
+static PyObject *columnar_untype(PyObject *module, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    Buf lengths = {NULL, 0, 0}, values = {NULL, 0, 0};
+    const char *error;
+    Py_BEGIN_ALLOW_THREADS
+    error = untype_column(view.buf, (size_t)view.len, &lengths, &values);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *result = NULL;
+    if (error == NULL)
+        result = Py_BuildValue("y#y#", lengths.data ? (const char *)lengths.data : "",
+                               (Py_ssize_t)lengths.len,
+                               values.data ? (const char *)values.data : "",
+                               (Py_ssize_t)values.len);
+    else if (strcmp(error, "out of memory") == 0) PyErr_NoMemory();
+    else PyErr_SetString(PyExc_ValueError, error);
+    free(lengths.data);
+    free(values.data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"validate_log_group", validate_log_group, METH_O,
      "validate_log_group(data) -> number of logs; ValueError if malformed."},
@@ -1102,6 +1423,10 @@ static PyMethodDef methods[] = {
      "columnar_pack(data) -> the columnar body of a log group, or None."},
     {"columnar_unpack", columnar_unpack, METH_VARARGS,
      "columnar_unpack(body, raw_size) -> the log group it rebuilds; ValueError if corrupt."},
+    {"columnar_type", columnar_type, METH_VARARGS,
+     "columnar_type(lengths, values) -> one key's values as a typed section."},
+    {"columnar_untype", columnar_untype, METH_O,
+     "columnar_untype(section) -> (lengths, values); ValueError if corrupt."},
     {NULL, NULL, 0, NULL},
 };
 

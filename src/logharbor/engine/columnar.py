@@ -28,6 +28,15 @@ Body layout (all integers are unsigned varints; the body is then one zstd frame)
     nanosecond stream       4 bytes (little-endian) per log whose schema has them
     per name: value lengths, then the values, in log order
 
+Stored, each key's values are typed (``typed_parts``, version 2): the streams
+of a key become one section holding them as integers, hex bytes, IPv4
+addresses, a small dictionary or strings, whichever fits every value of the
+group exactly (``_type_column_python``), and each section is its own zstd frame
+once the group is large enough to be worth it, so that a query can read one
+key without the others.  On the access-log corpus this stores about 23 B/log
+where version 1 stored 30 (bench/column_encodings.py).  Version-1 payloads (one
+zstd frame of the body above) are still read.
+
 A Log is rebuilt as ``0x0A len { 0x08 Time, (0x12 len {0x0A key, 0x12 value})*,
 [0x25 Time_ns] }``, the canonical encoding protobuf writers produce.
 
@@ -38,12 +47,18 @@ they are not built (tests compare the two).
 
 from __future__ import annotations
 
+import re
+
 import zstandard
 
 from .._native import speedups
 from ..protocol.codec import encode_varint
 
-VERSION = 1
+VERSION = 1  # the body as ``pack_body`` writes it
+TYPED_VERSION = 2  # the body as stored: each key's values typed (``typed_parts``)
+# From this raw size up each key's section is its own zstd frame (what a query
+# reading a few columns needs, and smaller); below it one frame holds them all.
+SPLIT_FRAMES_FROM = 32 << 10
 _MAX_NAMES = 256  # more distinct keys or key sequences than this: not worth it
 _MAX_SCHEMAS = 1024
 _TIME_LIMIT = 1 << 32  # Log.Time is a uint32
@@ -337,6 +352,241 @@ def _unpack_checked(body: bytes, raw_size: int) -> bytes:
     return bytes(out)
 
 
+# ------------------------------------------------------------ typed columns
+
+# A key's values within one log group, stored by what they all hold (the first
+# kind that fits every value, in this order).  Each is exactly reversible.
+STR, INT, HEX, IPV4, DICT = range(5)
+_DECIMAL = re.compile(rb"0|-?[1-9][0-9]{0,17}")  # int64 without question
+_HEX = re.compile(rb"(?:[0-9a-f]{2})+")
+_OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(_OCTET + rb"(?:\." + _OCTET + rb"){3}")
+_DICT_SIZE = 256  # at most this many distinct values ...
+_DICT_USES = 8  # ... each used this many times on average
+
+
+def _values(lengths: bytes, values: bytes) -> list[bytes]:
+    """A column's values from its length and value streams."""
+    out = []
+    pos = at = 0
+    while pos < len(lengths):
+        length, pos = _get64(lengths, pos)
+        if length > len(values) - at:
+            raise ColumnarError("column values overrun")
+        out.append(values[at : at + length])
+        at += length
+    if at != len(values):
+        raise ColumnarError("column values left over")
+    return out
+
+
+def _zigzag(value: int) -> int:
+    return ((value << 1) ^ (value >> 63)) & ((1 << 64) - 1)
+
+
+def _type_column_python(lengths: bytes, values: bytes) -> bytes:
+    """A column's section: its kind, then the values in that kind's form::
+
+    STR   size of the length stream, the length stream, the values
+    INT   a zigzag varint per value
+    HEX   the width in bytes (at least 1), then each value's bytes
+    IPV4  four bytes per value
+    DICT  the distinct values (count, then each as length, bytes), then a
+          byte per value: its number among them, in order of first use
+    """
+    try:
+        items = _values(lengths, values)
+    except IndexError:
+        raise ColumnarError("truncated column lengths") from None
+    if items and all(_DECIMAL.fullmatch(v) for v in items):
+        return bytes([INT]) + b"".join(encode_varint(_zigzag(int(v))) for v in items)
+    width = len(items[0]) if items else 0
+    if width and all(len(v) == width and _HEX.fullmatch(v) for v in items):
+        return bytes([HEX]) + encode_varint(width // 2) + bytes.fromhex(b"".join(items).decode())
+    if items and all(_IPV4.fullmatch(v) for v in items):
+        return bytes([IPV4]) + b"".join(bytes(int(p) for p in v.split(b".")) for v in items)
+    distinct = list(dict.fromkeys(items))
+    if items and len(distinct) <= _DICT_SIZE and len(distinct) * _DICT_USES <= len(items):
+        number = {v: i for i, v in enumerate(distinct)}
+        return (
+            bytes([DICT])
+            + encode_varint(len(distinct))
+            + b"".join(encode_varint(len(v)) + v for v in distinct)
+            + bytes(number[v] for v in items)
+        )
+    return bytes([STR]) + encode_varint(len(lengths)) + lengths + values
+
+
+def _untype_column_python(section: bytes) -> tuple[bytes, bytes]:
+    """The length and value streams a column's section stands for."""
+    try:
+        items = _section_values(section)
+        if section[0] == STR:  # as they are (checked above)
+            size, pos = _get64(section, 1)
+            return section[pos : pos + size], section[pos + size :]
+    except IndexError:
+        raise ColumnarError("truncated column") from None
+    return b"".join(encode_varint(len(v)) for v in items), b"".join(items)
+
+
+def _section_values(section: bytes) -> list[bytes]:
+    kind = section[0]
+    if kind == STR:
+        size, pos = _get64(section, 1)
+        if size > len(section) - pos:
+            raise ColumnarError("truncated column")
+        return _values(section[pos : pos + size], section[pos + size :])
+    if kind == INT:
+        items = []
+        pos = 1
+        while pos < len(section):
+            zigzag, pos = _get64(section, pos)
+            items.append(b"%d" % ((zigzag >> 1) ^ -(zigzag & 1)))
+        return items
+    if kind == HEX:
+        width, pos = _get64(section, 1)
+        data = section[pos:]
+        if width == 0 or len(data) % width:
+            raise ColumnarError("hex column of a broken width")
+        text = data.hex().encode()
+        return [text[i : i + 2 * width] for i in range(0, len(text), 2 * width)]
+    if kind == IPV4:
+        data = section[1:]
+        if len(data) % 4:
+            raise ColumnarError("address column of a broken width")
+        return [b"%d.%d.%d.%d" % tuple(data[i : i + 4]) for i in range(0, len(data), 4)]
+    if kind == DICT:
+        count, pos = _get64(section, 1)
+        if count > _DICT_SIZE:
+            raise ColumnarError("dictionary too large")
+        distinct = []
+        for _ in range(count):
+            length, pos = _get64(section, pos)
+            if length > len(section) - pos:
+                raise ColumnarError("truncated column")
+            distinct.append(section[pos : pos + length])
+            pos += length
+        try:
+            return [distinct[i] for i in section[pos:]]
+        except IndexError:
+            raise ColumnarError("dictionary number out of range") from None
+    raise ColumnarError(f"unknown column kind {kind}")
+
+
+def type_column(lengths: bytes, values: bytes) -> bytes:
+    if speedups is not None:
+        try:
+            result: bytes = speedups.columnar_type(lengths, values)
+        except ValueError as exc:
+            raise ColumnarError(str(exc)) from None
+        return result
+    return _type_column_python(lengths, values)
+
+
+def untype_column(section: bytes) -> tuple[bytes, bytes]:
+    if speedups is not None:
+        try:
+            result: tuple[bytes, bytes] = speedups.columnar_untype(section)
+        except ValueError as exc:
+            raise ColumnarError(str(exc)) from None
+        return result
+    return _untype_column_python(section)
+
+
+# ------------------------------------------------- the typed body (version 2)
+
+
+def _layout(body: bytes, version: int) -> tuple[int, int, int, list[int]]:
+    """Where a body's parts are: (end of the key sequences, end of the stream
+    sizes, end of the schema, time and nanosecond streams, each key's part sizes:
+    two per key in version 1 (lengths, values), one in version 2 (its section))."""
+    try:
+        found, pos = _get64(body, 0)
+        if found != version:
+            raise ColumnarError(f"unknown columnar version {found}")
+        _logs, pos = _get64(body, pos)
+        for _ in range(2):  # prefix, suffix
+            length, pos = _get64(body, pos)
+            pos += length
+        count, pos = _get64(body, pos)
+        if count > _MAX_NAMES:
+            raise ColumnarError("too many columnar keys")
+        names = count
+        for _ in range(count):
+            length, pos = _get64(body, pos)
+            pos += length
+        count, pos = _get64(body, pos)
+        if count > _MAX_SCHEMAS:
+            raise ColumnarError("too many columnar schemas")
+        for _ in range(count):
+            _flags, pos = _get64(body, pos)
+            keys, pos = _get64(body, pos)
+            for _ in range(min(keys, len(body))):
+                _name, pos = _get64(body, pos)
+        schemas_end = pos
+        streams = 0
+        for _ in range(3):
+            size, pos = _get64(body, pos)
+            streams += size
+        sizes = []
+        for _ in range(names * (2 if version == VERSION else 1)):
+            size, pos = _get64(body, pos)
+            sizes.append(size)
+    except IndexError:
+        raise ColumnarError("truncated columnar body") from None
+    sizes_end = pos
+    if pos + streams + sum(sizes) != len(body):
+        raise ColumnarError("columnar streams do not fill the body")
+    return schemas_end, sizes_end, sizes_end + streams, sizes
+
+
+def typed_parts(body: bytes) -> list[bytes]:
+    """A version-1 body as version 2: a head (the body up to its key streams,
+    with a section size per key) and each key's section (``type_column``)."""
+    schemas_end, sizes_end, streams_end, sizes = _layout(body, VERSION)
+    sections = []
+    pos = streams_end
+    for lengths_size, values_size in zip(sizes[::2], sizes[1::2], strict=True):
+        lengths = body[pos : pos + lengths_size]
+        pos += lengths_size
+        sections.append(type_column(lengths, body[pos : pos + values_size]))
+        pos += values_size
+    _, start = _get64(body, 0)
+    sizes_start = _stream_sizes_end(body, schemas_end)
+    head = (
+        encode_varint(TYPED_VERSION)
+        + body[start:sizes_start]
+        + b"".join(encode_varint(len(s)) for s in sections)
+        + body[sizes_end:streams_end]
+    )
+    return [head, *sections]
+
+
+def _stream_sizes_end(body: bytes, pos: int) -> int:
+    for _ in range(3):
+        _, pos = _get64(body, pos)
+    return pos
+
+
+def untyped_body(typed: bytes) -> bytes:
+    """The version-1 body of a version-2 one (head and sections, back to back)."""
+    schemas_end, sizes_end, streams_end, sizes = _layout(typed, TYPED_VERSION)
+    _, start = _get64(typed, 0)
+    sizes_start = _stream_sizes_end(typed, schemas_end)
+    parts = [encode_varint(VERSION), typed[start:sizes_start]]
+    columns: list[bytes] = []
+    pos = streams_end
+    for size in sizes:
+        if size == 0:
+            raise ColumnarError("empty column section")
+        lengths, values = untype_column(typed[pos : pos + size])
+        pos += size
+        parts.append(encode_varint(len(lengths)) + encode_varint(len(values)))
+        columns += (lengths, values)
+    parts.append(typed[sizes_end:streams_end])
+    return b"".join(parts + columns)
+
+
 # ----------------------------------------------------------------- public
 
 
@@ -361,27 +611,67 @@ def unpack_body(body: bytes, raw_size: int) -> bytes:
 
 
 def pack(raw: bytes, compressor: zstandard.ZstdCompressor) -> bytes | None:
-    """``raw`` stored column by column and zstd-compressed, or None when it cannot
-    be rebuilt exactly (checked by rebuilding it here)."""
+    """``raw`` stored column by column, each key's values typed, zstd-compressed,
+    or None when it cannot be rebuilt exactly (checked by rebuilding it here).
+
+    The stored payload: the version (2), the number of zstd frames, each frame's
+    size, the frames.  Decompressed and put back to back, the frames are the
+    typed body: its head, then the sections (``typed_parts``)."""
     body = pack_body(raw)
     if body is None:
         return None
     try:
-        if unpack_body(body, len(raw)) != raw:
-            return None
+        parts = typed_parts(body)
     except ColumnarError:  # a group the packer misread: keep it as it is
         return None
-    return bytes(compressor.compress(body))
+    if len(raw) < SPLIT_FRAMES_FROM:
+        parts = [b"".join(parts)]
+    frames = [compressor.compress(part) for part in parts]
+    payload = b"".join(
+        [encode_varint(TYPED_VERSION), encode_varint(len(frames))]
+        + [encode_varint(len(f)) for f in frames]
+        + frames
+    )
+    try:
+        if unpack(payload, len(raw)) != raw:
+            return None
+    except ColumnarError:
+        return None
+    return payload
 
 
 def unpack(payload: bytes, raw_size: int) -> bytes:
-    """The LogGroup bytes of a stored columnar payload."""
+    """The LogGroup bytes of a stored columnar payload (either version)."""
     limit = 2 * raw_size + 65536  # a body is never much larger than its log group
     try:
-        declared = zstandard.get_frame_parameters(payload).content_size
+        if payload[:1] != encode_varint(TYPED_VERSION):  # version 1: one zstd frame
+            return unpack_body(_decompress([payload], limit), raw_size)
+        count, pos = _get64(payload, 1)
+        sizes = []
+        for _ in range(min(count, len(payload))):
+            size, pos = _get64(payload, pos)
+            sizes.append(size)
+    except IndexError:
+        raise ColumnarError("truncated columnar payload") from None
+    if count != len(sizes) or pos + sum(sizes) != len(payload):
+        raise ColumnarError("columnar frames do not fill the payload")
+    frames = []
+    for size in sizes:
+        frames.append(payload[pos : pos + size])
+        pos += size
+    return unpack_body(untyped_body(_decompress(frames, limit)), raw_size)
+
+
+def _decompress(frames: list[bytes], limit: int) -> bytes:
+    """Zstd frames decompressed back to back, refused past ``limit`` bytes."""
+    try:
+        sizes = [zstandard.get_frame_parameters(f).content_size for f in frames]
+        if min(sizes, default=0) < 0:
+            raise ColumnarError("a columnar frame does not declare its size")
+        declared = sum(sizes)
         if declared > limit:  # without a declared size, decompress() refuses it
             raise ColumnarError(f"columnar payload declares {declared} bytes")
-        body = zstandard.ZstdDecompressor().decompress(payload)
+        decompressor = zstandard.ZstdDecompressor()
+        return b"".join(decompressor.decompress(f) for f in frames)
     except zstandard.ZstdError as exc:
         raise ColumnarError(f"corrupt columnar payload: {exc}") from None
-    return unpack_body(body, raw_size)
