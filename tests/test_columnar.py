@@ -5,7 +5,8 @@
 declines: a group it cannot rebuild byte for byte gets None from ``pack`` and is
 stored as it was.  The C speedups and the Python reference must agree on every
 input, crafted or mutated, and a corrupt body must be an error, never a crash or
-wrong bytes of the right length.
+an allocation out of proportion (damage to the values themselves can only give
+other values: the shard log's record checksum is what catches that).
 """
 
 from __future__ import annotations
@@ -247,6 +248,9 @@ def test_a_varint_past_64_bits_in_a_body_is_an_error(codec: tuple[object, object
 # ------------------------------------------------------------ typed columns
 
 
+LIMIT = 1 << 30  # what untyping a section may produce, at most
+
+
 def stream_of(values: list[bytes]) -> tuple[bytes, bytes]:
     """A column's length and value streams, as a version-1 body holds them."""
     return b"".join(encode_varint(len(v)) for v in values), b"".join(values)
@@ -319,7 +323,7 @@ def test_a_column_is_stored_by_what_all_its_values_hold_and_comes_back_exactly(
     streams = stream_of(values)
     section = type_column(*streams)  # type: ignore[operator]
     assert section[0] == kind
-    assert untype_column(section) == streams  # type: ignore[operator]
+    assert untype_column(section, LIMIT) == streams  # type: ignore[operator]
 
 
 def test_typed_columns_are_smaller_than_strings() -> None:
@@ -346,7 +350,7 @@ def test_c_and_python_agree_on_random_columns_and_damaged_sections() -> None:
         streams = stream_of(values)
         section = speedups.columnar_type(*streams)
         assert section == columnar._type_column_python(*streams)
-        assert speedups.columnar_untype(section) == streams
+        assert speedups.columnar_untype(section, LIMIT) == streams
         damaged = bytearray(section)
         damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
         cut = bytes(damaged[: rng.randrange(len(damaged) + 1)])
@@ -354,7 +358,7 @@ def test_c_and_python_agree_on_random_columns_and_damaged_sections() -> None:
             results = []
             for untype in (speedups.columnar_untype, columnar._untype_column_python):
                 try:
-                    results.append(untype(variant))
+                    results.append(untype(variant, LIMIT))
                 except ValueError:
                     results.append("error")
             assert results[0] == results[1], variant
@@ -442,3 +446,36 @@ def test_damaged_typed_payloads_are_errors() -> None:
     for payload in damaged:
         with pytest.raises(columnar.ColumnarError):
             columnar.unpack(payload, len(raw))
+
+
+def test_a_damaged_section_cannot_ask_for_more_than_its_group(
+    typer: tuple[object, object],
+) -> None:
+    """One 32 kB value used 32,000 times would untype into 1 GB from 64 kB: it is
+    refused by the size the group's streams can take, before anything is built;
+    so are lengths that add up past 2**64 (the C code summed them unchecked)."""
+    _type, untype_column = typer
+    value = 32_000
+    bomb = b"\x04\x01" + encode_varint(value) + b"A" * value + b"\x00" * value
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="larger than its log group"):
+            untype_column(bomb, 2 * len(bomb) + 65536)  # type: ignore[operator]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+    wrapping = b"\x00\x0c\x01" + b"\xff" * 9 + b"\x01" + b"\x01" + b"x"
+    with pytest.raises(ValueError):
+        untype_column(wrapping, LIMIT)  # type: ignore[operator]
+    for kind, section in [
+        ("int", bytes([columnar.INT]) + b"\x02" * 100),
+        ("hex", bytes([columnar.HEX, 4]) + b"\xab" * 400),
+        ("ipv4", bytes([columnar.IPV4]) + b"\x0a" * 400),
+        ("str", bytes([columnar.STR, 100]) + b"\x01" * 100 + b"x" * 100),
+    ]:
+        lengths, values = untype_column(section, LIMIT)  # type: ignore[operator]
+        size = len(lengths) + len(values)
+        assert untype_column(section, size) == (lengths, values), kind  # type: ignore[operator]
+        with pytest.raises(ValueError, match="larger than its log group"):
+            untype_column(section, size - 1)  # type: ignore[operator]

@@ -1093,7 +1093,7 @@ static PyObject *columnar_unpack(PyObject *module, PyObject *args) {
 
 /* ------------------------------------------------------------ typed columns */
 /*
- * columnar_type(lengths, values) -> section and columnar_untype(section) ->
+ * columnar_type(lengths, values) -> section and columnar_untype(section, limit) ->
  * (lengths, values): one key's values in a log group, stored by what they all
  * hold, as logharbor/engine/columnar.py (the reference, with the layout) does.
  */
@@ -1312,9 +1312,13 @@ static PyObject *columnar_type(PyObject *module, PyObject *args) {
 
 static const char HEX_DIGITS[] = "0123456789abcdef";
 
-/* NULL on success, else a static error (out of memory included) */
-static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *values) {
+/* NULL on success, else a static error (out of memory included); the streams
+ * may take ``limit`` bytes at most (a damaged dictionary could ask for the square
+ * of its size) */
+static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *values,
+                                 uint64_t limit) {
     const char *truncated = "truncated column";
+    const char *too_large = "column larger than its log group";
     if (n == 0) return truncated;
     Stream s = {p + 1, p + n};
     uint64_t size, width, count;
@@ -1323,13 +1327,14 @@ static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *
         if (stream_varint(&s, &size) < 0 || size > (uint64_t)(s.end - s.at)) return truncated;
         {
             Stream ls = {s.at, s.at + size};
-            uint64_t total = 0, len;
+            uint64_t total = 0, len, room = (uint64_t)(s.end - s.at) - size;
             while (ls.at < ls.end) {
                 if (stream_varint(&ls, &len) < 0) return truncated;
+                if (len > room - total) return "column values overrun";
                 total += len;
-                if (total > (uint64_t)(s.end - s.at) - size) return "column values overrun";
             }
-            if (total != (uint64_t)(s.end - s.at) - size) return "column values left over";
+            if (total != room) return "column values left over";
+            if (size + room > limit) return too_large;
         }
         if (buf_put(lengths, s.at, (size_t)size) < 0 ||
             buf_put(values, s.at + size, (size_t)(s.end - s.at - size)) < 0)
@@ -1342,6 +1347,7 @@ static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *
             int64_t value = (int64_t)(zigzag >> 1) ^ -(int64_t)(zigzag & 1);
             char text[24];
             int len = snprintf(text, sizeof(text), "%lld", (long long)value);
+            if (lengths->len + values->len + 1 + (uint64_t)len > limit) return too_large;
             if (buf_varint(lengths, (uint64_t)len) < 0 || buf_put(values, text, (size_t)len) < 0)
                 return "out of memory";
         }
@@ -1349,6 +1355,9 @@ static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *
     case KIND_HEX:
         if (stream_varint(&s, &width) < 0) return truncated;
         if (width == 0 || (uint64_t)(s.end - s.at) % width) return "hex column of a broken width";
+        if ((uint64_t)(s.end - s.at) / width * ((uint64_t)varint_size(2 * width) + 2 * width) >
+            limit)
+            return too_large;
         if (buf_reserve(values, 2 * (size_t)(s.end - s.at)) < 0) return "out of memory";
         for (const uint8_t *q = s.at; q < s.end; q++) {
             if ((uint64_t)(q - s.at) % width == 0 && buf_varint(lengths, 2 * width) < 0)
@@ -1362,6 +1371,7 @@ static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *
         for (const uint8_t *q = s.at; q < s.end; q += 4) {
             char text[16];
             int len = snprintf(text, sizeof(text), "%u.%u.%u.%u", q[0], q[1], q[2], q[3]);
+            if (lengths->len + values->len + 1 + (uint64_t)len > limit) return too_large;
             if (buf_varint(lengths, (uint64_t)len) < 0 || buf_put(values, text, (size_t)len) < 0)
                 return "out of memory";
         }
@@ -1377,8 +1387,13 @@ static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *
             distinct[d].len = (size_t)len;
             s.at += len;
         }
+        uint64_t total = 0;
         for (const uint8_t *q = s.at; q < s.end; q++) {
             if (*q >= count) return "dictionary number out of range";
+            total += (uint64_t)varint_size(distinct[*q].len) + distinct[*q].len;
+            if (total > limit) return too_large;
+        }
+        for (const uint8_t *q = s.at; q < s.end; q++) {
             Item *e = &distinct[*q];
             if (buf_varint(lengths, e->len) < 0 || buf_put(values, e->at, e->len) < 0)
                 return "out of memory";
@@ -1390,13 +1405,14 @@ static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *
     }
 }
 
-static PyObject *columnar_untype(PyObject *module, PyObject *arg) {
+static PyObject *columnar_untype(PyObject *module, PyObject *args) {
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    unsigned long long limit;
+    if (!PyArg_ParseTuple(args, "y*K", &view, &limit)) return NULL;
     Buf lengths = {NULL, 0, 0}, values = {NULL, 0, 0};
     const char *error;
     Py_BEGIN_ALLOW_THREADS
-    error = untype_column(view.buf, (size_t)view.len, &lengths, &values);
+    error = untype_column(view.buf, (size_t)view.len, &lengths, &values, limit);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     PyObject *result = NULL;
@@ -1409,6 +1425,248 @@ static PyObject *columnar_untype(PyObject *module, PyObject *arg) {
     else PyErr_SetString(PyExc_ValueError, error);
     free(lengths.data);
     free(values.data);
+    return result;
+}
+
+/* ------------------------------------------------------ reading one column */
+/*
+ * columnar_times(head) -> bytes and columnar_column(head, section, name_id, limit)
+ * -> (offsets, data, validity, utf8): what a query over a compacted log group needs
+ * of it, without rebuilding the group: each log's time in nanoseconds (int64),
+ * and one key's first value in each log as an Arrow string column (int32
+ * offsets, the bytes, a validity bitmap or None when every log has the key, and
+ * whether every value is UTF-8).  ``head`` is a version-2 head exactly (see
+ * logharbor/engine/columnar.py), ``section`` that key's section.
+ */
+
+typedef struct {
+    uint64_t logs, name_count, schema_count;
+    UnpackSchema *schemas;
+    Stream streams[3]; /* schema ids, time deltas, nanoseconds */
+} Head;
+
+static const char *parse_head(const uint8_t *p, const uint8_t *end, Head *h) {
+    Stream s = {p, end};
+    uint64_t version, len, flags, id;
+    const char *truncated = "truncated columnar head";
+    memset(h, 0, sizeof(*h));
+    if (stream_varint(&s, &version) < 0) return truncated;
+    if (version != 2) return "not a version-2 columnar head";
+    if (stream_varint(&s, &h->logs) < 0) return truncated;
+    for (int i = 0; i < 2; i++) { /* prefix, suffix */
+        if (stream_varint(&s, &len) < 0 || len > (uint64_t)(s.end - s.at)) return truncated;
+        s.at += len;
+    }
+    if (stream_varint(&s, &h->name_count) < 0) return truncated;
+    if (h->name_count > COLUMNAR_MAX_NAMES) return "too many columnar keys";
+    for (uint64_t i = 0; i < h->name_count; i++) {
+        if (stream_varint(&s, &len) < 0 || len > (uint64_t)(s.end - s.at)) return truncated;
+        s.at += len;
+    }
+    if (stream_varint(&s, &h->schema_count) < 0) return truncated;
+    if (h->schema_count > COLUMNAR_MAX_SCHEMAS) return "too many columnar schemas";
+    h->schemas = calloc(h->schema_count ? h->schema_count : 1, sizeof(UnpackSchema));
+    if (h->schemas == NULL) return "out of memory";
+    for (uint64_t i = 0; i < h->schema_count; i++) {
+        if (stream_varint(&s, &flags) < 0 || stream_varint(&s, &h->schemas[i].count) < 0)
+            return truncated;
+        h->schemas[i].has_ns = (int)(flags & 1);
+        h->schemas[i].ids = s.at;
+        for (uint64_t j = 0; j < h->schemas[i].count; j++) {
+            if (stream_varint(&s, &id) < 0) return truncated;
+            if (id >= h->name_count) return "schema names an unknown key";
+        }
+    }
+    uint64_t sizes[3];
+    for (int i = 0; i < 3; i++)
+        if (stream_varint(&s, &sizes[i]) < 0) return truncated;
+    for (uint64_t i = 0; i < h->name_count; i++)
+        if (stream_varint(&s, &len) < 0) return truncated;
+    for (int i = 0; i < 3; i++) {
+        if (sizes[i] > (uint64_t)(s.end - s.at)) return truncated;
+        h->streams[i].at = s.at;
+        h->streams[i].end = s.at += sizes[i];
+    }
+    if (s.at != s.end) return "columnar head of the wrong size";
+    return NULL;
+}
+
+static PyObject *head_error(const char *error) {
+    if (strcmp(error, "out of memory") == 0) return PyErr_NoMemory();
+    PyErr_SetString(PyExc_ValueError, error);
+    return NULL;
+}
+
+static const char *log_times(Head *h, int64_t *out) {
+    const char *mismatch = "columnar times do not match the head";
+    uint64_t time = 0;
+    for (uint64_t n = 0; n < h->logs; n++) {
+        uint64_t sid, zigzag;
+        if (stream_varint(&h->streams[0], &sid) < 0 || sid >= h->schema_count ||
+            stream_varint(&h->streams[1], &zigzag) < 0)
+            return mismatch;
+        time += (uint64_t)((int64_t)(zigzag >> 1) ^ -(int64_t)(zigzag & 1));
+        if (time > UINT32_MAX) return "log time out of range";
+        uint32_t ns = 0;
+        if (h->schemas[sid].has_ns) {
+            const uint8_t *q = h->streams[2].at;
+            if (h->streams[2].end - q < 4) return mismatch;
+            ns = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+            h->streams[2].at += 4;
+        }
+        out[n] = (int64_t)time * 1000000000 + (int64_t)ns;
+    }
+    for (int i = 0; i < 3; i++)
+        if (h->streams[i].at != h->streams[i].end) return mismatch;
+    return NULL;
+}
+
+static PyObject *columnar_times(PyObject *module, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    Head h;
+    const char *error = parse_head(view.buf, (const uint8_t *)view.buf + view.len, &h);
+    PyObject *result = NULL;
+    if (error == NULL && h.logs > (uint64_t)view.len * 8) error = "columnar head of too many logs";
+    if (error == NULL) {
+        result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(h.logs * 8));
+        if (result == NULL) error = "out of memory";
+    }
+    if (error == NULL) {
+        int64_t *out = (int64_t *)PyBytes_AS_STRING(result);
+        Py_BEGIN_ALLOW_THREADS
+        error = log_times(&h, out);
+        Py_END_ALLOW_THREADS
+    }
+    free(h.schemas);
+    PyBuffer_Release(&view);
+    if (error != NULL) {
+        Py_XDECREF(result);
+        return head_error(error);
+    }
+    return result;
+}
+
+/* Strict UTF-8, as Python decodes it (no surrogates, no overlong forms). */
+static int valid_utf8(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t extra;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) extra = 1, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef) extra = 2, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4) extra = 3, cp = c & 0x07;
+        else return 0;
+        if (n - i <= extra) return 0;
+        for (size_t k = 1; k <= extra; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) return 0;
+            cp = cp << 6 | (p[i + k] & 0x3f);
+        }
+        if ((extra == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (extra == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        i += extra + 1;
+    }
+    return 1;
+}
+
+static const char *first_values(Head *h, uint64_t name_id, Buf *lengths_buf, Buf *values_buf,
+                                int32_t *offsets, uint8_t *validity, Buf *data, int *missing,
+                                int *utf8) {
+    const char *mismatch = "column does not match the head";
+    uint32_t *occurs = calloc(h->schema_count ? h->schema_count : 1, sizeof(uint32_t));
+    if (occurs == NULL) return "out of memory";
+    for (uint64_t i = 0; i < h->schema_count; i++) {
+        Stream ids = {h->schemas[i].ids, h->streams[0].at};
+        for (uint64_t j = 0; j < h->schemas[i].count; j++) {
+            uint64_t id;
+            stream_varint(&ids, &id); /* checked by parse_head */
+            if (id == name_id) occurs[i]++;
+        }
+    }
+    Stream lengths = {lengths_buf->data, lengths_buf->data + lengths_buf->len};
+    const uint8_t *value = values_buf->data, *values_end = values_buf->data + values_buf->len;
+    const char *error = mismatch;
+    offsets[0] = 0;
+    *missing = 0;
+    *utf8 = 1;
+    for (uint64_t n = 0; n < h->logs; n++) {
+        uint64_t sid;
+        if (stream_varint(&h->streams[0], &sid) < 0 || sid >= h->schema_count) goto done;
+        for (uint32_t k = 0; k < occurs[sid]; k++) {
+            uint64_t len;
+            if (stream_varint(&lengths, &len) < 0 || len > (uint64_t)(values_end - value)) goto done;
+            if (k == 0) {
+                if (data->len + len > INT32_MAX) {
+                    error = "column too large";
+                    goto done;
+                }
+                if (buf_put(data, value, (size_t)len) < 0) {
+                    error = "out of memory";
+                    goto done;
+                }
+                if (*utf8 && !valid_utf8(value, (size_t)len)) *utf8 = 0;
+                validity[n / 8] |= (uint8_t)(1u << (n % 8));
+            }
+            value += len;
+        }
+        if (occurs[sid] == 0) *missing = 1;
+        offsets[n + 1] = (int32_t)data->len;
+    }
+    if (lengths.at != lengths.end || value != values_end ||
+        h->streams[0].at != h->streams[0].end)
+        goto done;
+    error = NULL;
+done:
+    free(occurs);
+    return error;
+}
+
+static PyObject *columnar_column(PyObject *module, PyObject *args) {
+    Py_buffer head, section;
+    unsigned long long name_id, limit;
+    if (!PyArg_ParseTuple(args, "y*y*KK", &head, &section, &name_id, &limit)) return NULL;
+    Head h;
+    Buf lengths = {NULL, 0, 0}, values = {NULL, 0, 0}, data = {NULL, 0, 0};
+    PyObject *offsets = NULL, *validity = NULL, *result = NULL;
+    int missing = 0, utf8 = 1;
+    const char *error = parse_head(head.buf, (const uint8_t *)head.buf + head.len, &h);
+    if (error == NULL && name_id >= h.name_count) error = "no such key in the head";
+    if (error == NULL && h.logs > (uint64_t)head.len * 8) error = "columnar head of too many logs";
+    if (error == NULL) {
+        offsets = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((h.logs + 1) * 4));
+        validity = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((h.logs + 7) / 8));
+        if (offsets == NULL || validity == NULL) error = "out of memory";
+        else memset(PyBytes_AS_STRING(validity), 0, (size_t)((h.logs + 7) / 8));
+    }
+    if (error == NULL) {
+        int32_t *out = (int32_t *)PyBytes_AS_STRING(offsets);
+        uint8_t *valid = (uint8_t *)PyBytes_AS_STRING(validity);
+        Py_BEGIN_ALLOW_THREADS
+        error = untype_column(section.buf, (size_t)section.len, &lengths, &values, limit);
+        if (error == NULL)
+            error = first_values(&h, name_id, &lengths, &values, out, valid, &data, &missing,
+                                 &utf8);
+        Py_END_ALLOW_THREADS
+    }
+    if (error == NULL)
+        result = Py_BuildValue("(Oy#OO)", offsets, data.data ? (const char *)data.data : "",
+                               (Py_ssize_t)data.len, missing ? validity : Py_None,
+                               utf8 ? Py_True : Py_False);
+    free(h.schemas);
+    free(lengths.data);
+    free(values.data);
+    free(data.data);
+    Py_XDECREF(offsets);
+    Py_XDECREF(validity);
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&section);
+    if (error != NULL) return head_error(error);
     return result;
 }
 
@@ -1425,8 +1683,12 @@ static PyMethodDef methods[] = {
      "columnar_unpack(body, raw_size) -> the log group it rebuilds; ValueError if corrupt."},
     {"columnar_type", columnar_type, METH_VARARGS,
      "columnar_type(lengths, values) -> one key's values as a typed section."},
-    {"columnar_untype", columnar_untype, METH_O,
-     "columnar_untype(section) -> (lengths, values); ValueError if corrupt."},
+    {"columnar_times", columnar_times, METH_O,
+     "columnar_times(head) -> each log's time in ns, as int64 bytes."},
+    {"columnar_column", columnar_column, METH_VARARGS,
+     "columnar_column(head, section, name_id, limit) -> (offsets, data, validity, utf8)."},
+    {"columnar_untype", columnar_untype, METH_VARARGS,
+     "columnar_untype(section, limit) -> (lengths, values); ValueError if corrupt."},
     {NULL, NULL, 0, NULL},
 };
 

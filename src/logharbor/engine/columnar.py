@@ -417,10 +417,12 @@ def _type_column_python(lengths: bytes, values: bytes) -> bytes:
     return bytes([STR]) + encode_varint(len(lengths)) + lengths + values
 
 
-def _untype_column_python(section: bytes) -> tuple[bytes, bytes]:
-    """The length and value streams a column's section stands for."""
+def _untype_column_python(section: bytes, limit: int) -> tuple[bytes, bytes]:
+    """The length and value streams a column's section stands for, refused if
+    together longer than ``limit`` bytes (a damaged dictionary could ask for the
+    square of its size)."""
     try:
-        items = _section_values(section)
+        items = _section_values(section, limit)
         if section[0] == STR:  # as they are (checked above)
             size, pos = _get64(section, 1)
             return section[pos : pos + size], section[pos + size :]
@@ -429,32 +431,59 @@ def _untype_column_python(section: bytes) -> tuple[bytes, bytes]:
     return b"".join(encode_varint(len(v)) for v in items), b"".join(items)
 
 
-def _section_values(section: bytes) -> list[bytes]:
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+class _Budget:
+    """What untyping a section may produce: ``limit`` bytes of streams."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def take(self, length: int, uses: int = 1) -> None:
+        """``uses`` values of ``length`` bytes (and their lengths)."""
+        self.spend((_varint_size(length) + length) * uses)
+
+    def spend(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise ColumnarError("column larger than its log group")
+
+
+def _section_values(section: bytes, limit: int) -> list[bytes]:
+    budget = _Budget(limit)
     kind = section[0]
     if kind == STR:
         size, pos = _get64(section, 1)
         if size > len(section) - pos:
             raise ColumnarError("truncated column")
-        return _values(section[pos : pos + size], section[pos + size :])
+        items = _values(section[pos : pos + size], section[pos + size :])
+        budget.spend(len(section) - pos)
+        return items
     if kind == INT:
         items = []
         pos = 1
         while pos < len(section):
             zigzag, pos = _get64(section, pos)
             items.append(b"%d" % ((zigzag >> 1) ^ -(zigzag & 1)))
+            budget.take(len(items[-1]))
         return items
     if kind == HEX:
         width, pos = _get64(section, 1)
         data = section[pos:]
         if width == 0 or len(data) % width:
             raise ColumnarError("hex column of a broken width")
+        budget.take(2 * width, len(data) // width)
         text = data.hex().encode()
         return [text[i : i + 2 * width] for i in range(0, len(text), 2 * width)]
     if kind == IPV4:
         data = section[1:]
         if len(data) % 4:
             raise ColumnarError("address column of a broken width")
-        return [b"%d.%d.%d.%d" % tuple(data[i : i + 4]) for i in range(0, len(data), 4)]
+        items = [b"%d.%d.%d.%d" % tuple(data[i : i + 4]) for i in range(0, len(data), 4)]
+        budget.spend(sum(1 + len(v) for v in items))
+        return items
     if kind == DICT:
         count, pos = _get64(section, 1)
         if count > _DICT_SIZE:
@@ -466,10 +495,12 @@ def _section_values(section: bytes) -> list[bytes]:
                 raise ColumnarError("truncated column")
             distinct.append(section[pos : pos + length])
             pos += length
-        try:
-            return [distinct[i] for i in section[pos:]]
-        except IndexError:
-            raise ColumnarError("dictionary number out of range") from None
+        numbers = section[pos:]
+        if any(i >= count for i in numbers):
+            raise ColumnarError("dictionary number out of range")
+        for i, value in enumerate(distinct):
+            budget.take(len(value), numbers.count(i))
+        return [distinct[i] for i in numbers]
     raise ColumnarError(f"unknown column kind {kind}")
 
 
@@ -483,23 +514,24 @@ def type_column(lengths: bytes, values: bytes) -> bytes:
     return _type_column_python(lengths, values)
 
 
-def untype_column(section: bytes) -> tuple[bytes, bytes]:
+def untype_column(section: bytes, limit: int) -> tuple[bytes, bytes]:
     if speedups is not None:
         try:
-            result: tuple[bytes, bytes] = speedups.columnar_untype(section)
+            result: tuple[bytes, bytes] = speedups.columnar_untype(section, limit)
         except ValueError as exc:
             raise ColumnarError(str(exc)) from None
         return result
-    return _untype_column_python(section)
+    return _untype_column_python(section, limit)
 
 
 # ------------------------------------------------- the typed body (version 2)
 
 
-def _layout(body: bytes, version: int) -> tuple[int, int, int, list[int]]:
+def _layout(body: bytes, version: int, *, parts: bool = True) -> tuple[int, int, int, list[int]]:
     """Where a body's parts are: (end of the key sequences, end of the stream
     sizes, end of the schema, time and nanosecond streams, each key's part sizes:
-    two per key in version 1 (lengths, values), one in version 2 (its section))."""
+    two per key in version 1 (lengths, values), one in version 2 (its section)).
+    ``parts`` False: ``body`` is a version-2 head alone, without the sections."""
     try:
         found, pos = _get64(body, 0)
         if found != version:
@@ -535,7 +567,7 @@ def _layout(body: bytes, version: int) -> tuple[int, int, int, list[int]]:
     except IndexError:
         raise ColumnarError("truncated columnar body") from None
     sizes_end = pos
-    if pos + streams + sum(sizes) != len(body):
+    if pos + streams + (sum(sizes) if parts else 0) != len(body):
         raise ColumnarError("columnar streams do not fill the body")
     return schemas_end, sizes_end, sizes_end + streams, sizes
 
@@ -568,8 +600,9 @@ def _stream_sizes_end(body: bytes, pos: int) -> int:
     return pos
 
 
-def untyped_body(typed: bytes) -> bytes:
-    """The version-1 body of a version-2 one (head and sections, back to back)."""
+def untyped_body(typed: bytes, limit: int) -> bytes:
+    """The version-1 body of a version-2 one (head and sections, back to back);
+    ``ColumnarError`` if its key streams would take more than ``limit`` bytes."""
     schemas_end, sizes_end, streams_end, sizes = _layout(typed, TYPED_VERSION)
     _, start = _get64(typed, 0)
     sizes_start = _stream_sizes_end(typed, schemas_end)
@@ -579,7 +612,8 @@ def untyped_body(typed: bytes) -> bytes:
     for size in sizes:
         if size == 0:
             raise ColumnarError("empty column section")
-        lengths, values = untype_column(typed[pos : pos + size])
+        lengths, values = untype_column(typed[pos : pos + size], limit)
+        limit -= len(lengths) + len(values)
         pos += size
         parts.append(encode_varint(len(lengths)) + encode_varint(len(values)))
         columns += (lengths, values)
@@ -643,23 +677,9 @@ def pack(raw: bytes, compressor: zstandard.ZstdCompressor) -> bytes | None:
 def unpack(payload: bytes, raw_size: int) -> bytes:
     """The LogGroup bytes of a stored columnar payload (either version)."""
     limit = 2 * raw_size + 65536  # a body is never much larger than its log group
-    try:
-        if payload[:1] != encode_varint(TYPED_VERSION):  # version 1: one zstd frame
-            return unpack_body(_decompress([payload], limit), raw_size)
-        count, pos = _get64(payload, 1)
-        sizes = []
-        for _ in range(min(count, len(payload))):
-            size, pos = _get64(payload, pos)
-            sizes.append(size)
-    except IndexError:
-        raise ColumnarError("truncated columnar payload") from None
-    if count != len(sizes) or pos + sum(sizes) != len(payload):
-        raise ColumnarError("columnar frames do not fill the payload")
-    frames = []
-    for size in sizes:
-        frames.append(payload[pos : pos + size])
-        pos += size
-    return unpack_body(untyped_body(_decompress(frames, limit)), raw_size)
+    if not is_typed(payload):  # version 1: one zstd frame
+        return unpack_body(_decompress([payload], limit), raw_size)
+    return unpack_body(untyped_body(_decompress(_frames(payload), limit), limit), raw_size)
 
 
 def _decompress(frames: list[bytes], limit: int) -> bytes:
@@ -675,3 +695,101 @@ def _decompress(frames: list[bytes], limit: int) -> bytes:
         return b"".join(decompressor.decompress(f) for f in frames)
     except zstandard.ZstdError as exc:
         raise ColumnarError(f"corrupt columnar payload: {exc}") from None
+
+
+# ------------------------------------------------------------ reading keys
+
+
+class TypedGroup:
+    """A stored version-2 payload opened to read a few keys without rebuilding
+    the log group: its head is decompressed now, a key's section when asked for
+    (a frame of its own in a large group).  Needs the C speedups
+    (``times``, ``column``); ``ColumnarError`` when the payload is corrupt."""
+
+    def __init__(self, payload: bytes, raw_size: int) -> None:
+        frames = _frames(payload)
+        limit = 2 * raw_size + 65536
+        self._frames = frames
+        self._limit = limit
+        first = _decompress(frames[:1], limit)
+        _, _, streams_end, sizes = _layout(first, TYPED_VERSION, parts=len(frames) == 1)
+        self.head = first[:streams_end]
+        self._sizes = sizes
+        self._sections: list[bytes] | None = None
+        if len(frames) == 1:  # small group: the sections follow the head
+            self._sections = _split(first[streams_end:], sizes)
+        elif len(frames) != 1 + len(sizes):
+            raise ColumnarError("columnar frames do not match the keys")
+        logs, pos = _get64(self.head, 1)
+        self.logs = logs
+        parts = []
+        for _ in range(2):
+            length, pos = _get64(self.head, pos)
+            parts.append(self.head[pos : pos + length])
+            pos += length
+        self.prefix, self.suffix = parts
+        count, pos = _get64(self.head, pos)
+        self.names: list[bytes] = []
+        for _ in range(count):
+            length, pos = _get64(self.head, pos)
+            self.names.append(self.head[pos : pos + length])
+            pos += length
+
+    def times(self) -> bytes:
+        """Each log's time in nanoseconds, as native int64s."""
+        try:
+            result: bytes = speedups.columnar_times(self.head)
+        except ValueError as exc:
+            raise ColumnarError(str(exc)) from None
+        return result
+
+    def column(self, name_id: int) -> tuple[bytes, bytes, bytes | None, bool]:
+        """The first value of key ``name_id`` in each log, as the buffers of an
+        Arrow string array: (int32 offsets, data, validity bitmap or None when
+        every log has the key, whether every value is UTF-8)."""
+        if self._sections is not None:
+            section = self._sections[name_id]
+        else:
+            frame = self._frames[1 + name_id]
+            section = _decompress([frame], self._limit)
+            if len(section) != self._sizes[name_id]:
+                raise ColumnarError("column section of the wrong size")
+        try:
+            result: tuple[bytes, bytes, bytes | None, bool] = speedups.columnar_column(
+                self.head, section, name_id, self._limit
+            )
+        except ValueError as exc:
+            raise ColumnarError(str(exc)) from None
+        return result
+
+
+def is_typed(payload: bytes) -> bool:
+    """Whether a stored columnar payload is version 2 (``TypedGroup`` reads it)."""
+    return payload[:1] == encode_varint(TYPED_VERSION)
+
+
+def _frames(payload: bytes) -> list[bytes]:
+    try:
+        count, pos = _get64(payload, 1)
+        sizes = []
+        for _ in range(min(count, len(payload))):
+            size, pos = _get64(payload, pos)
+            sizes.append(size)
+    except IndexError:
+        raise ColumnarError("truncated columnar payload") from None
+    if count != len(sizes) or not sizes or pos + sum(sizes) != len(payload):
+        raise ColumnarError("columnar frames do not fill the payload")
+    frames = []
+    for size in sizes:
+        frames.append(payload[pos : pos + size])
+        pos += size
+    return frames
+
+
+def _split(data: bytes, sizes: list[int]) -> list[bytes]:
+    out = []
+    pos = 0
+    for size in sizes:
+        out.append(data[pos : pos + size])
+        pos += size
+    return out
