@@ -22,6 +22,7 @@ from harness import ServerProcess
 from logharbor.engine import Engine, EngineConfig
 from logharbor.engine.index import search, tokens
 from logharbor.engine.index.query import _where
+from logharbor.engine.index.sealed import Source
 from logharbor.engine.index.search import parse_search, required_tokens
 from logharbor.engine.index.store import IndexStore
 from logharbor.engine.types import NANOS_PER_DAY, NANOS_PER_SECOND
@@ -114,21 +115,16 @@ def candidates(engine: Engine, query: str) -> set[int] | None:
     need = required_tokens(parse_search(query), config, store.columns())
     if need is None:
         return None
-    db = store.reader()
-    try:
+    with store.reading() as db:
         return tokens.candidate_blocks(db, need).blocks
-    finally:
-        db.close()
 
 
 def where_of(engine: Engine, query: str) -> str:
     """The SQL condition a query runs with."""
     store, config, _ = engine._indexed("shop", "access")
-    db = store.reader()
-    try:
-        return _where(db, store, query, config, store.columns(), *WIDE, None)
-    finally:
-        db.close()
+    with store.reading() as db:
+        logs = Source(store, db)
+        return logs.statement(_where(logs, query, config, store.columns(), *WIDE, None))
 
 
 TOTAL = GROUPS * PER_GROUP + len(RARE)
@@ -343,11 +339,8 @@ def test_retention_drops_rows_and_their_blocks(tmp_path: Path) -> None:
 
 def blocks_of(engine: Engine) -> set[int]:
     """The blocks that have blooms."""
-    db = store_of(engine).reader()
-    try:
+    with store_of(engine).reading() as db:
         return {int(b) for (b,) in db.execute("SELECT DISTINCT blk FROM blooms").fetchall()}
-    finally:
-        db.close()
 
 
 def test_server_restart_keeps_rare_words_searchable(
@@ -480,12 +473,9 @@ def test_refiltering_keeps_every_answer(tmp_path: Path) -> None:
             assert store.unfiltered_below > 0 and answers() == expected
         assert steps >= 5 and store.unfiltered_below == 0 and not store.has_unfiltered_rows
         assert answers() == expected
-        db = store.reader()
-        try:
+        with store.reading() as db:
             need = required_tokens(parse_search("zebra42"), config, store.columns())
             assert need is not None
             assert tokens.candidate_blocks(db, need).blocks  # the filter answers again
-        finally:
-            db.close()
     finally:
         store.close()

@@ -542,8 +542,17 @@ class Engine:
 
     def _open_index(self, uid: str) -> IndexStore:
         store = IndexStore(self._index_path(uid), memory_limit=self.config.query_memory_limit)
+        store.shard_logs = lambda: self._shard_logs(uid)
         self._indexes[uid] = store
         return store
+
+    def _shard_logs(self, uid: str) -> dict[ShardId, ShardLog]:
+        """The shard logs of the logstore ``uid`` (none once it is deleted)."""
+        with self._lock:
+            for runtime in self._stores.values():
+                if runtime.info.uid == uid and not runtime.deleted:
+                    return dict(runtime.shards)
+        return {}
 
     def _drop_index(self, uid: str) -> None:
         store = self._indexes.pop(uid, None)

@@ -24,8 +24,9 @@ way, re-compressed with zstd; same positions, receive times and sizes
 (``compact``).  The new file ``<base>-z.log`` is written and synced beside the
 old one, then swapped in by the writer and the old file deleted; a reader that
 loses the race retries, and recovery keeps the ``-z`` file when a crash left
-both.  A columnar record never leaves this module: ``read`` rebuilds it into
-an lz4 frame of the exact bytes that were written.
+both.  A columnar record never leaves this module but for the index (``read``
+with ``stored``): ``read`` rebuilds it into an lz4 frame of the exact bytes
+that were written.
 """
 
 from __future__ import annotations
@@ -389,6 +390,11 @@ class ShardLog:
 
     # ---------------------------------------------------------- compaction
 
+    def compacted(self) -> list[tuple[Position, int]]:
+        """(base, count) of each compacted segment, oldest first."""
+        with self._lock:
+            return [(s.base, s.count) for s in self._segments if s.compacted]
+
     def compactable(self) -> list[Segment]:
         """Sealed segments not yet compacted (never the active one)."""
         with self._lock:
@@ -550,18 +556,26 @@ class ShardLog:
         return max(position, self.begin)
 
     def read(
-        self, start: Position, *, count: int, max_bytes: int, stop: Position | None = None
+        self,
+        start: Position,
+        *,
+        count: int,
+        max_bytes: int,
+        stop: Position | None = None,
+        stored: bool = False,
     ) -> PullResult:
-        """Up to ``count`` records (and about ``max_bytes``) from ``start``, as stored."""
+        """Up to ``count`` records (and about ``max_bytes``) from ``start``, as stored;
+        columnar records rebuilt into lz4 frames unless ``stored`` (the index reads
+        them column by column: ``index/sealed.py``)."""
         for _ in range(8):  # retention may delete a segment between snapshot and open
             try:
-                return self._read_once(start, count, max_bytes, stop)
+                return self._read_once(start, count, max_bytes, stop, stored)
             except FileNotFoundError:
                 continue
         raise ServiceError(ErrorCode.SERVER_BUSY, "shard data is being compacted; try again")
 
     def _read_once(
-        self, start: Position, count: int, max_bytes: int, stop: Position | None
+        self, start: Position, count: int, max_bytes: int, stop: Position | None, stored: bool
     ) -> PullResult:
         with self._lock:
             segments = list(self._segments)
@@ -606,7 +620,7 @@ class ShardLog:
             if len(data) != end_offset - begin_offset:
                 raise ServiceError(ErrorCode.INTERNAL, f"short read in {segment.path}")
             position = segment.base + end_index
-            if segment.compacted:  # rebuilt records are larger than stored ones
+            if segment.compacted and not stored:  # rebuilt records are larger than stored
                 data, kept = _rebuild_columnar(
                     data, segment.path, max_bytes - total, at_least_one=not chunks
                 )

@@ -10,6 +10,11 @@ a second thread, both while the previous batch is appended.
 
 Retention: when a shard's oldest kept position moves past rows in the index,
 those rows are deleted, so the index never holds logs the shard log dropped.
+
+Sealing: when idle, the indexer hands each compacted segment's log groups over
+to the shard log (``IndexStore.seal``): their rows leave table ``logs`` and
+queries read them from the compacted records (``sealed.py``); once most of the
+index's file is free space, it is rewritten (``IndexStore.rewrite_if_sparse``).
 """
 
 from __future__ import annotations
@@ -247,17 +252,35 @@ class Indexer:
                 raise
         for key in [k for k in self._inflight if k[0] not in seen]:
             del self._inflight[key]  # batches of indexes dropped meanwhile
-        if not busy:  # idle: give old blocks the token filter they lack, a step at a time
+        if not busy:  # idle: seal compacted segments, give old blocks the token filter
             for target in self._targets():
                 if self._stop.is_set():
                     break
                 try:
-                    busy |= target.store.refilter_step()
+                    store = target.store
+                    busy |= self._seal(target) or store.refilter_step() or store.rewrite_if_sparse()
                 except Exception:
                     if target.store.closed:
                         continue  # dropped meanwhile
                     raise
         return busy
+
+    @staticmethod
+    def _seal(target: IndexedLogstore) -> bool:
+        """Seal the first compacted segment whose rows the index still keeps
+        (``IndexStore.seal``); True if there was one."""
+        store = target.store
+        for shard_id, shard in target.shards().items():
+            for base, count in shard.compacted():
+                if (shard_id, base) in store.seal_checked:
+                    continue
+                sealed = store.seal(shard_id, base, count)
+                if sealed is None:
+                    break  # not indexed yet; nor are the later ones
+                store.seal_checked.add((shard_id, base))
+                if sealed:
+                    return True
+        return False
 
     def _index(self, target: IndexedLogstore) -> bool:
         """Keep up to ``depth`` batches per shard decoding in the worker processes,

@@ -33,6 +33,7 @@ from sqlglot import exp
 from ...protocol.errors import ErrorCode, ServiceError
 from ..types import NANOS_PER_SECOND
 from .config import IndexConfig
+from .sealed import LOGS, Source
 from .search import Compiler, field_expression, parse_search, required_tokens, sql_string
 from .store import IndexStore, index_deleted
 from .tokens import candidate_blocks
@@ -205,21 +206,18 @@ class QueryRunner:
             )
 
     @contextmanager
-    def _session(
-        self, store: IndexStore, cancel: Cancellation | None = None
-    ) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection whose statements all see one snapshot of the index, under
-        the query guards (a slot, the timeout, the memory limit), stopped early if
-        ``cancel`` is."""
-        with self._slot(cancel):
-            cursor = store.reader()
+    def _session(self, store: IndexStore, cancel: Cancellation | None = None) -> Iterator[Source]:
+        """The logs of one snapshot of the index (a connection whose statements
+        all see it), under the query guards (a slot, the timeout, the memory
+        limit), stopped early if ``cancel`` is."""
+        with self._slot(cancel), store.reading() as cursor:
             timer = threading.Timer(self.limits.timeout, cursor.interrupt)
             timer.start()
             if cancel is not None:
                 cancel.bind(cursor.interrupt)
             try:
                 cursor.execute("BEGIN TRANSACTION")
-                yield cursor
+                yield Source(store, cursor)
             except duckdb.Error as exc:
                 if cancel is not None and cancel.cancelled:
                     raise ServiceError(ErrorCode.QUERY_TIMEOUT, "the query was cancelled") from None
@@ -228,12 +226,6 @@ class QueryRunner:
                 if cancel is not None:
                     cancel.bind(None)
                 timer.cancel()
-                with contextlib.suppress(duckdb.Error):  # closed with a deleted index
-                    cursor.close()
-
-    def _execute(self, store: IndexStore, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        with self._session(store) as cursor:
-            return _fetch_bounded(cursor, sql, self.limits, _FEWER_LOGS)
 
     # ------------------------------------------------------------------ logs
 
@@ -259,18 +251,18 @@ class QueryRunner:
             )
         search, sql = split_query(query)
         columns = store.columns()
-        with self._session(store, cancel) as db:
-            where = _where(db, store, search, config, columns, from_ns, to_ns, topic)
+        with self._session(store, cancel) as logs:
+            where = _where(logs, search, config, columns, from_ns, to_ns, topic)
             if sql is not None:
-                analysis = self._analysis(sql, where, config, columns)
-                keys, rows = _fetch_bounded(db, analysis, self.limits, _SMALLER_ANSWER)
+                analysis = logs.statement(self._analysis(sql, where, config, columns))
+                keys, rows = _fetch_bounded(logs.db, analysis, self.limits, _SMALLER_ANSWER)
                 result = QueryResult(
                     True, keys=keys, rows=rows, where_query=search or "*", agg_query=sql
                 )
             else:
                 order = "DESC" if reverse else "ASC"
-                logs, matched = _page(db, where, columns, order, line, offset, self.limits)
-                result = QueryResult(False, logs=logs, matched=matched, where_query=search or "*")
+                page, matched = _page(logs, where, columns, order, line, offset, self.limits)
+                result = QueryResult(False, logs=page, matched=matched, where_query=search or "*")
         result.elapsed_ms = int((time.perf_counter() - started) * 1000)
         return result
 
@@ -315,7 +307,7 @@ class QueryRunner:
                 value = f"TRY_CAST({value} AS {_SQL_TYPES[key.type]})"
             selected.append(f"{value} AS {_quote(name)}")
         base = [f"{expr} AS {name}" for name, expr in _BASE_COLUMNS.items()]
-        cte = f"SELECT {', '.join(base + selected)} FROM logs WHERE {where}"
+        cte = f"SELECT {', '.join(base + selected)} FROM {LOGS} WHERE {where}"
         final = tree.with_("log", as_=cte, dialect="duckdb", copy=False)
         try:
             return final.sql(dialect="duckdb")
@@ -349,11 +341,14 @@ class QueryRunner:
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "interval gives too many buckets")
         step = interval * NANOS_PER_SECOND
         start = from_ns - from_ns % step
-        with self._session(store, cancel) as db:
-            where = _where(db, store, search, config, store.columns(), from_ns, to_ns, topic)
+        with self._session(store, cancel) as logs:
+            where = _where(logs, search, config, store.columns(), from_ns, to_ns, topic)
             _, rows = _fetch(
-                db,
-                f"SELECT (t - {start}) // {step} AS b, count(*) FROM logs WHERE {where} GROUP BY b",
+                logs.db,
+                logs.statement(
+                    f"SELECT (t - {start}) // {step} AS b, count(*) FROM {LOGS} "
+                    f"WHERE {where} GROUP BY b"
+                ),
             )
         counts = {int(b): int(c) for b, c in rows}
         buckets = []
@@ -381,16 +376,26 @@ class QueryRunner:
         at = f"shard = {int(shard)}"
         before = f"(pos < {int(position)} OR (pos = {int(position)} AND idx < {int(index)}))"
         after = f"(pos > {int(position)} OR (pos = {int(position)} AND idx > {int(index)}))"
-        _, older = self._execute(
-            store,
-            f"SELECT {columns} FROM logs WHERE {at} AND {before} "
-            f"ORDER BY pos DESC, idx DESC LIMIT {int(back)}",
-        )
-        _, newer = self._execute(
-            store,
-            f"SELECT {columns} FROM logs WHERE {at} AND {after} "
-            f"ORDER BY pos, idx LIMIT {int(forward)}",
-        )
+        with self._session(store) as logs:
+            logs.around(shard, position, back, forward)
+            _, older = _fetch_bounded(
+                logs.db,
+                logs.statement(
+                    f"SELECT {columns} FROM {LOGS} WHERE {at} AND {before} "
+                    f"ORDER BY pos DESC, idx DESC LIMIT {int(back)}"
+                ),
+                self.limits,
+                _FEWER_LOGS,
+            )
+            _, newer = _fetch_bounded(
+                logs.db,
+                logs.statement(
+                    f"SELECT {columns} FROM {LOGS} WHERE {at} AND {after} "
+                    f"ORDER BY pos, idx LIMIT {int(forward)}"
+                ),
+                self.limits,
+                _FEWER_LOGS,
+            )
         return (
             [_log_row(r, fields) for r in reversed(older)],
             [_log_row(r, fields) for r in newer],
@@ -398,7 +403,7 @@ class QueryRunner:
 
 
 def _page(
-    db: duckdb.DuckDBPyConnection,
+    logs: Source,
     where: str,
     columns: dict[str, str],
     order: str,
@@ -406,16 +411,44 @@ def _page(
     offset: int,
     limits: QueryLimits,
 ) -> tuple[list[LogRow], int]:
-    """One page of the logs a search keeps, and how many it keeps."""
+    """One page of the logs a search keeps, and how many it keeps.  With sealed
+    groups in scope, the page's logs are found first by the columns the search
+    reads, and only then read whole (from the groups that hold them)."""
+    ordering = f"ORDER BY t {order}, shard {order}, pos {order}, idx {order}"
+    window = f"LIMIT {int(line)} OFFSET {int(offset)}"
+    _, counted = _fetch(logs.db, logs.statement(f"SELECT count(*) FROM {LOGS} WHERE {where}"))
+    if not logs.groups:
+        _, rows = _fetch_bounded(
+            logs.db,
+            logs.statement(
+                f"SELECT {_row_columns(columns)} FROM {LOGS} WHERE {where} {ordering} {window}"
+            ),
+            limits,
+            _FEWER_LOGS,
+        )
+        return [_log_row(r, columns) for r in rows], int(counted[0][0])
+    _, keys = _fetch(
+        logs.db,
+        logs.statement(f"SELECT shard, pos, idx FROM {LOGS} WHERE {where} {ordering} {window}"),
+    )
+    if not keys:
+        return [], int(counted[0][0])
+    wanted = (
+        "("
+        + " OR ".join(
+            f"(shard = {int(s)} AND pos = {int(p)} AND idx = {int(i)})" for s, p, i in keys
+        )
+        + ")"
+    )
     _, rows = _fetch_bounded(
-        db,
-        f"SELECT {_row_columns(columns)} FROM logs WHERE {where} "
-        f"ORDER BY t {order}, shard {order}, pos {order}, idx {order} "
-        f"LIMIT {int(line)} OFFSET {int(offset)}",
+        logs.db,
+        logs.statement(
+            f"SELECT {_row_columns(columns)} FROM {LOGS} WHERE {wanted} {ordering}",
+            only={(int(s), int(p)) for s, p, _ in keys},
+        ),
         limits,
         _FEWER_LOGS,
     )
-    _, counted = _fetch(db, f"SELECT count(*) FROM logs WHERE {where}")
     return [_log_row(r, columns) for r in rows], int(counted[0][0])
 
 
@@ -471,8 +504,7 @@ def _value_size(value: Any) -> int:
 
 
 def _where(
-    db: duckdb.DuckDBPyConnection,
-    store: IndexStore,
+    logs: Source,
     search: str,
     config: IndexConfig,
     columns: dict[str, str],
@@ -481,20 +513,23 @@ def _where(
     topic: str | None,
 ) -> str:
     """The rows a search keeps: its predicate, the time range ``[from, to)`` and the
-    topic; and, when the token filter rules out most blocks, the blocks it may be in."""
+    topic; and, when the token filter rules out most blocks, the blocks it may be in.
+    Narrows ``logs`` to the sealed groups that may hold such rows."""
+    store = logs.store
     node = parse_search(search)
     need = required_tokens(node, config, columns)
-    candidates = candidate_blocks(db, need) if need is not None else None
+    candidates = candidate_blocks(logs.db, need) if need is not None else None
+    blocks = candidates.blocks if candidates is not None else None
+    logs.narrow(from_ns=from_ns, to_ns=to_ns, blocks=blocks)
     # the filter knows nothing of unfiltered rows, so it may only skip fields when
     # there are none
     exact = candidates if not store.has_unfiltered_rows else None
-    predicate = Compiler(config, columns, exact, db).compile(node)
+    predicate = Compiler(config, columns, exact, logs).compile(node)
     where = f"t >= {int(from_ns)} AND t < {int(to_ns)} AND {predicate}"
     if topic is not None:
         where += f" AND topic = {sql_string(topic)}"
-    if candidates is None or candidates.blocks is None:
+    if blocks is None:
         return where
-    blocks = candidates.blocks
     listed = ", ".join(str(b) for b in sorted(blocks))
     within = f"blk IN (SELECT unnest([{listed}]::INTEGER[]))" if blocks else "FALSE"
     if store.has_unfiltered_rows:

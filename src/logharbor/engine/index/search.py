@@ -34,6 +34,7 @@ import duckdb
 
 from ...protocol.errors import ErrorCode, ServiceError
 from .config import DEFAULT_TOKENS, IndexConfig, KeyConfig
+from .sealed import LOGS, ROWID, Source
 from .store import MAX_COLUMNS
 from .tokens import (
     LANES,
@@ -341,12 +342,12 @@ class Compiler:
         config: IndexConfig,
         columns: dict[str, str],
         candidates: Candidates | None = None,
-        db: duckdb.DuckDBPyConnection | None = None,
+        logs: Source | None = None,
     ) -> None:
         self.config = config
         self.columns = columns
         self.candidates = candidates
-        self.db = db
+        self.logs = logs
 
     def compile(self, node: Node) -> str:
         if isinstance(node, All):
@@ -419,23 +420,26 @@ class Compiler:
                 token = f"({value} = {sql_string(first)} OR {token})"
             matches.append((token, blocks))
         filtered = self.candidates is not None and self.candidates.blocks is not None
-        if filtered and rare and self.db is not None:
+        if filtered and rare and self.logs is not None:
             # few blocks may hold the word: find its rows now, one scan per field in
             # the blocks where that field's lane holds it (no column is decoded
             # anywhere else), and hand the outer query their row ids; a common word
             # beside a rare one is left to the query, which reads the rare one's
             # blocks only
             scans = " UNION ALL ".join(
-                f"SELECT rowid AS r FROM logs WHERE {_within(blocks or set())} AND {token}"
+                f"SELECT {ROWID} AS r FROM {LOGS} WHERE {_within(blocks or set())} AND {token}"
                 for token, blocks in matches
             )
-            rows = self.db.execute(f"SELECT DISTINCT r FROM ({scans}) LIMIT {_MAX_HITS + 1}")
-            hits = [int(r) for (r,) in rows.fetchall()]
+            where = set().union(*(blocks or set() for _, blocks in matches))
+            statement = self.logs.statement(
+                f"SELECT DISTINCT r FROM ({scans}) LIMIT {_MAX_HITS + 1}", blocks=where
+            )
+            hits = [int(r) for (r,) in self.logs.db.execute(statement).fetchall()]
             if len(hits) <= _MAX_HITS:
                 if not hits:
                     return "FALSE"
                 listed = ", ".join(str(r) for r in sorted(hits))
-                return f"(rowid IN (SELECT unnest([{listed}]::BIGINT[])))"
+                return f"({ROWID} IN (SELECT unnest([{listed}]::BIGINT[])))"
         matched = []
         for token, blocks in matches:
             if blocks is not None and len(blocks) <= _MAX_LISTED_BLOCKS:

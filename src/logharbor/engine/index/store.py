@@ -14,6 +14,14 @@ crashes.
 Column ``blk`` and tables ``blooms_*``, ``blocks``, ``token_meta``: the token
 prefilter, written in the same transaction (see ``tokens``).
 
+Table ``sealed``: the log groups whose rows are no longer in ``logs`` but read
+from their compacted records in the shard log (``sealed.py``), one row each: its
+shard and position, the range of its logs' times, its row count, and where its
+rows sit in the token filter's blocks (the block of its first log, and that log's
+row in the block; a block is ``tokens.BLOCK_ROWS`` consecutive rows).  Once a
+segment is compacted, its logs are stored once, in the shard log, rather than
+twice (``seal``); queries read ``logs`` and the sealed groups together.
+
 Row groups are 16,384 rows rather than DuckDB's 122,880: reading the few blocks a
 rare token lives in then decodes far less of each string column it touches.
 
@@ -24,9 +32,11 @@ queries can only ever read the logs.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...protocol.errors import ErrorCode, ServiceError
+from ..shardlog import ShardLog
 from ..types import Position, ShardId
 from . import tokens
 
@@ -53,6 +64,15 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 CREATE TABLE IF NOT EXISTS fields (name VARCHAR PRIMARY KEY, col VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS progress (shard INTEGER PRIMARY KEY, pos BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS sealed (
+    shard INTEGER NOT NULL,
+    pos BIGINT NOT NULL,
+    t_min BIGINT NOT NULL,
+    t_max BIGINT NOT NULL,
+    rows INTEGER NOT NULL,
+    blk INTEGER NOT NULL,
+    blk_row INTEGER NOT NULL
+);
 """
 MAX_COLUMNS = 256
 _CLOSE_PATIENCE = 10.0  # seconds to wait for interrupted calls when closing
@@ -109,18 +129,39 @@ class IndexStore:
     def __init__(self, path: Path, *, memory_limit: str = "1GB", threads: int = 2) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = duckdb.connect(
-            ":memory:",
-            config={
-                "memory_limit": memory_limit,
-                "threads": threads,
-                "autoinstall_known_extensions": False,
-                "autoload_known_extensions": False,
-                # lets a semi-join on candidate blocks filter inside the table scan
-                "dynamic_or_filter_threshold": 1 << 20,
-            },
-        )
-        quoted = str(path).replace("'", "''")
+        self._settings: dict[str, str | int | float | list[str]] = {
+            "memory_limit": memory_limit,
+            "threads": threads,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            # lets a semi-join on candidate blocks filter inside the table scan
+            "dynamic_or_filter_threshold": 1 << 20,
+        }
+        for stale in (_rewrite_path(path), _wal_path(_rewrite_path(path))):
+            stale.unlink(missing_ok=True)  # a rewrite cut short by a crash
+        self._write_lock = threading.Lock()
+        # guards the readers' count, and holds new readers back while the file is
+        # rewritten (``rewrite_if_sparse``)
+        self._state = threading.Condition()
+        self._active = 0
+        self._rewriting = False
+        self._readers: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+        self._connect()
+        self.closed = False
+        rows = self._db.execute("SELECT name, col FROM fields").fetchall()
+        self._columns: dict[str, str] = {str(name): str(col) for name, col in rows}
+        self._next_block, self.unfiltered_below = self._open_token_filter()
+        self.has_unfiltered_rows = self._count_unfiltered() > 0
+        row: Any = self._db.execute("SELECT count(*) FROM sealed").fetchone()
+        self.has_sealed = int(row[0]) > 0
+        self.seal_checked: set[tuple[ShardId, Position]] = set()  # segments done with
+        self.emptied = True  # rows were deleted since the file's free space was looked at
+        # the shard logs the sealed groups are read from (set by the engine)
+        self.shard_logs: Callable[[], Mapping[ShardId, ShardLog]] | None = None
+
+    def _connect(self) -> None:
+        self._db = duckdb.connect(":memory:", config=dict(self._settings))
+        quoted = str(self.path).replace("'", "''")
         self._db.execute(f"ATTACH '{quoted}' AS {_DATABASE} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
         self._db.execute(f"USE {_DATABASE}")
         self._db.execute(_SCHEMA)
@@ -129,17 +170,9 @@ class IndexStore:
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute("SET enable_external_access = false")
         self._db.execute("SET lock_configuration = true")
-        self._write_lock = threading.Lock()
         # DuckDB refuses cursor() on a connection busy in another thread, so other
         # threads' connections come from this idle one
         self._cursors = self._db.cursor()
-        self._cursors_lock = threading.Lock()
-        self._readers: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
-        self.closed = False
-        rows = self._db.execute("SELECT name, col FROM fields").fetchall()
-        self._columns: dict[str, str] = {str(name): str(col) for name, col in rows}
-        self._next_block, self.unfiltered_below = self._open_token_filter()
-        self.has_unfiltered_rows = self._count_unfiltered() > 0
 
     def columns(self) -> dict[str, str]:
         """Field name → column, in the order the fields were first seen."""
@@ -172,7 +205,10 @@ class IndexStore:
 
     def _count_unfiltered(self) -> int:
         """Rows the token filter knows nothing of (they are always scanned)."""
-        query = "SELECT count(*) FROM logs WHERE blk < ?"
+        query = (
+            "SELECT (SELECT count(*) FROM logs WHERE blk < $1)"
+            " + (SELECT count(*) FROM sealed WHERE blk < $1)"
+        )
         row: Any = self._db.execute(query, [self.unfiltered_below]).fetchone()
         return int(row[0])
 
@@ -180,20 +216,74 @@ class IndexStore:
         for name, value in meta.items():
             self._db.execute("INSERT OR REPLACE INTO token_meta VALUES (?, ?)", [name, value])
 
-    def reader(self) -> duckdb.DuckDBPyConnection:
-        """A connection for one query (queries run concurrently with indexing)."""
-        with self._cursors_lock:
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one query (queries run concurrently with indexing),
+        closed at the end."""
+        with self._state:
+            while self._rewriting and not self.closed:
+                self._state.wait()
             if self.closed:
                 raise index_deleted()
             cursor = self._cursors.cursor()
             self._readers.add(cursor)
+            self._active += 1
         try:
-            cursor.execute(f"USE {_DATABASE}")
-        except duckdb.Error:
-            if self.closed:  # closed (and this cursor interrupted) meanwhile
-                raise index_deleted() from None
-            raise
-        return cursor
+            try:
+                cursor.execute(f"USE {_DATABASE}")
+            except duckdb.Error:
+                if self.closed:  # closed (and this cursor interrupted) meanwhile
+                    raise index_deleted() from None
+                raise
+            yield cursor
+        finally:
+            with contextlib.suppress(duckdb.Error):  # closed with a deleted index
+                cursor.close()
+            with self._state:
+                self._active -= 1
+                self._state.notify_all()
+
+    def rewrite_if_sparse(self, *, min_free: int = 64 << 20, share: float = 0.5) -> bool:
+        """Copy the database into a new file when at least ``min_free`` bytes and
+        ``share`` of its file are free blocks (DuckDB reuses them but never gives
+        them back: sealing or retention can empty most of a file); True if it
+        was rewritten; looked at only after rows were deleted (``emptied``).
+        Queries wait meanwhile (new ones from the start, running
+        ones are waited for, 30 s at most, else it is left for later).  A crash
+        at any point leaves the old file or the new one whole."""
+        with self._write_lock:
+            if self.closed or not self.emptied:
+                return False
+            self.emptied = False
+            row: Any = self._db.execute(
+                "SELECT free_blocks, total_blocks, block_size FROM pragma_database_size() "
+                f"WHERE database_name = '{_DATABASE}'"
+            ).fetchone()
+            free, total, block = (int(v) for v in row)
+            if free * block < min_free or free < total * share:
+                return False
+            with self._state:
+                self._rewriting = True
+                deadline = time.monotonic() + 30
+                while self._active and time.monotonic() < deadline:
+                    self._state.wait(0.1)
+                if self._active:
+                    self._rewriting = False
+                    self._state.notify_all()
+                    return False
+            try:
+                self._db.execute("CHECKPOINT")
+                self._cursors.close()
+                self._db.close()
+                _copy_database(self.path, _rewrite_path(self.path), self._settings)
+                os.replace(_rewrite_path(self.path), self.path)
+                _fsync_directory(self.path.parent)
+            finally:
+                self._connect()  # the new file, or the old one if the copy failed
+                with self._state:
+                    self._rewriting = False
+                    self._state.notify_all()
+        return True
 
     def progress(self) -> dict[ShardId, Position]:
         with self._write_lock:
@@ -209,11 +299,8 @@ class IndexStore:
         blocks = tokens.block_numbers(rows)
         if not rows:
             return PreparedRows(table, blocks, pa.table({}), 0)
-        db = self.reader()
-        try:
+        with self.reading() as db:
             blooms = tokens.bloom_rows(db, table, blocks)
-        finally:
-            db.close()
         count = (rows + tokens.BLOCK_ROWS - 1) // tokens.BLOCK_ROWS
         return PreparedRows(table, blocks, blooms, count)
 
@@ -306,10 +393,15 @@ class IndexStore:
         low = max(0, high - max_blocks)
         columns = self.columns()
         names = ["blk", "topic", "source", "tags", "extra", *(f'"{c}"' for c in columns.values())]
-        db = self.reader()
-        try:
+        with self.reading() as db:
+            from .sealed import LOGS, Source  # (sealed imports this module)
+
+            logs = Source(self, db)
+            logs.narrow(blocks=range(low, high), unfiltered=False)
             rows = db.sql(
-                f"SELECT {', '.join(names)} FROM logs WHERE blk >= {low} AND blk < {high}"
+                logs.statement(
+                    f"SELECT {', '.join(names)} FROM {LOGS} WHERE blk >= {low} AND blk < {high}"
+                )
             ).to_arrow_table()
             if rows is None:
                 return False
@@ -320,8 +412,6 @@ class IndexStore:
                 names=["topic", "source", "tags", *(FIELD_PREFIX + name for name in columns)],
             )
             blooms = tokens.bloom_rows(db, decoded, rows["blk"].combine_chunks())
-        finally:
-            db.close()
         with self._write_lock:
             if self.closed or self.unfiltered_below != high:
                 return False
@@ -337,6 +427,55 @@ class IndexStore:
             self.has_unfiltered_rows = self._count_unfiltered() > 0
         return low > 0
 
+    def seal(self, shard: ShardId, base: Position, count: int) -> int | None:
+        """Stop keeping the rows of log groups ``[base, base + count)`` of a shard,
+        whose records are compacted (``sealed.py`` reads them there), and note
+        each group in ``sealed``; returns the groups sealed, or None while the
+        range is not wholly indexed.  Nothing is sealed if the range holds rows
+        whose fields overflow into ``extra``, or a group's rows do not look as the
+        indexer writes them."""
+        end = int(base) + int(count)
+        with self._write_lock:
+            if self.closed:
+                return 0
+            db = self._db
+            row: Any = db.execute("SELECT pos FROM progress WHERE shard = ?", [shard]).fetchone()
+            if row is None or int(row[0]) < end:
+                return None
+            in_range = f"shard = {int(shard)} AND pos >= {int(base)} AND pos < {end}"
+            groups = db.execute(
+                f"""
+                SELECT pos, min(t), max(t), count(*), min(idx), max(idx), min(blk), max(blk),
+                       count(*) FILTER (WHERE blk = first_blk), count(extra)
+                FROM (SELECT *, min(blk) OVER (PARTITION BY pos) AS first_blk
+                      FROM logs WHERE {in_range})
+                GROUP BY pos ORDER BY pos
+                """
+            ).fetchall()
+            rows = []
+            for pos, t_min, t_max, n, low, high, blk, last, in_first, extra in groups:
+                if extra or low != 0 or high != n - 1:
+                    return 0
+                spans = last > blk
+                blk_row = tokens.BLOCK_ROWS - in_first if spans else 0
+                if blk < 0 and spans:
+                    return 0
+                if blk >= 0 and last != blk + (blk_row + n - 1) // tokens.BLOCK_ROWS:
+                    return 0
+                rows.append((int(shard), pos, t_min, t_max, n, blk, blk_row))
+            db.execute("BEGIN TRANSACTION")
+            try:
+                if rows:
+                    db.executemany("INSERT INTO sealed VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                db.execute(f"DELETE FROM logs WHERE {in_range}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self.emptied = True
+            self.has_sealed = self.has_sealed or bool(rows)
+        return len(rows)
+
     def drop_before(self, shard: ShardId, position: Position) -> None:
         """Forget the rows of log groups that retention removed from the shard, and
         the token filters of the blocks that held only such rows."""
@@ -345,6 +484,7 @@ class IndexStore:
             db.execute("BEGIN TRANSACTION")
             try:
                 db.execute("DELETE FROM logs WHERE shard = ? AND pos < ?", [shard, position])
+                db.execute("DELETE FROM sealed WHERE shard = ? AND pos < ?", [shard, position])
                 gone = "SELECT blk FROM blocks WHERE shard = ? AND last_pos < ?"
                 for table in tokens.BLOOM_TABLES:
                     db.execute(f"DELETE FROM {table} WHERE blk IN ({gone})", [shard, position])
@@ -353,16 +493,15 @@ class IndexStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            self.emptied = True
             if self.has_unfiltered_rows:
                 self.has_unfiltered_rows = self._count_unfiltered() > 0
 
     def row_count(self) -> int:
-        db = self.reader()
-        try:
+        """Rows kept in table ``logs`` (not those of sealed groups)."""
+        with self.reading() as db:
             result: Any = db.execute("SELECT count(*) FROM logs").fetchone()
             return int(result[0])
-        finally:
-            db.close()
 
     def close(self) -> None:
         """Close the database; queries still running on it end with an error.
@@ -380,14 +519,57 @@ class IndexStore:
                     with contextlib.suppress(duckdb.Error):
                         reader.interrupt()
                 try:
-                    with self._cursors_lock:
+                    with self._state:
                         self._cursors.close()
+                        self._state.notify_all()  # readers held back by a rewrite
                     break
                 except duckdb.ResourceInUseException:
                     if time.monotonic() >= deadline:
                         raise
                     time.sleep(0.01)
             self._db.close()
+
+
+def _rewrite_path(path: Path) -> Path:
+    return path.with_name(path.name + ".rewrite")
+
+
+def _wal_path(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def _copy_database(
+    source: Path, target: Path, settings: dict[str, str | int | float | list[str]]
+) -> None:
+    """A copy of the DuckDB database ``source`` in the new file ``target``,
+    checkpointed and closed."""
+    target.unlink(missing_ok=True)
+    _wal_path(target).unlink(missing_ok=True)
+    db = duckdb.connect(":memory:", config=dict(settings))
+    try:
+        for path, name, options in (
+            (source, "old", "READ_ONLY"),
+            (target, "new", f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}"),
+        ):
+            quoted = str(path).replace("'", "''")
+            db.execute(f"ATTACH '{quoted}' AS {name} ({options})")
+        db.execute("COPY FROM DATABASE old TO new")
+        db.execute("DETACH new")
+    finally:
+        db.close()
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def index_deleted() -> ServiceError:
