@@ -16,14 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import zstandard
 
 from groups import log_group_bytes, prepared
 from logharbor._native import speedups
 from logharbor.engine import Engine, EngineConfig, columnar
-from logharbor.engine.index import sealed
+from logharbor.engine.index import sealed, tokens
 from logharbor.engine.index.indexer import decode_frames
+from logharbor.engine.index.store import BASE_SCHEMA
 from logharbor.engine.types import NANOS_PER_SECOND
 from logharbor.protocol.codec import Compression, encode_frame, length_delimited
 
@@ -112,6 +114,14 @@ def test_random_groups_give_the_rows_the_indexer_gives() -> None:
         assert payload is not None
         expected = reference(raw, len(logs))
         assert sealed.group_rows(payload, len(raw), len(logs), 2, 9).equals(expected), case
+        # as queries read them: each field a dictionary of its values
+        encoded = sealed.group_rows(payload, len(raw), len(logs), 2, 9, dictionaries=True)
+        assert encoded.column_names == expected.column_names
+        for name, column in zip(encoded.column_names, encoded.columns, strict=True):
+            if name.startswith("c:"):
+                assert pa.types.is_dictionary(column.type)
+                column = column.cast(pa.string())
+            assert column.equals(expected[name]), (case, name)
 
 
 # ------------------------------------------------ queries before and after
@@ -360,6 +370,7 @@ def test_the_index_file_is_rewritten_once_mostly_free(engine: Engine) -> None:
     store, _, _ = engine._indexed("shop", "access")
     blocks_of(store)  # the rows on disk
     seal_everything(engine)
+    engine.indexer.close()  # its idle passes look at the file too
     before = answers(engine)
     used, free = blocks_of(store)
     assert free > 0  # the rows that were sealed left their blocks free
@@ -369,13 +380,15 @@ def test_the_index_file_is_rewritten_once_mostly_free(engine: Engine) -> None:
     assert store.rewrite_if_sparse(min_free=0, share=0.0)
     assert blocks_of(store) == (used, 0)
     assert answers(engine) == before
-    fill(engine, range(40, 42))  # and it takes new rows
-    assert engine.query("shop", "access", "* | select count(*)", *WIDE).rows == [(42 * 150,)]
+    progress = store.progress()
+    store.append(BASE_SCHEMA.empty_table(), 0, progress[0] + 1)  # it still takes writes
+    assert store.progress() == {**progress, 0: progress[0] + 1}
 
 
 def test_queries_wait_for_a_rewrite_and_a_rewrite_for_queries(engine: Engine) -> None:
     store, _, _ = engine._indexed("shop", "access")
     seal_everything(engine)
+    engine.indexer.close()  # its idle passes look at the file too
     results: list[Any] = []
     with store.reading() as db:  # a query in the middle of its work
         rewriter = threading.Thread(
@@ -389,3 +402,26 @@ def test_queries_wait_for_a_rewrite_and_a_rewrite_for_queries(engine: Engine) ->
     rewriter.join(10)
     assert results == [True]
     assert engine.query("shop", "access", "* | select count(*)", *WIDE).rows == [(40 * 150,)]
+
+
+def test_token_filters_of_sealed_groups_are_rebuilt_from_the_shard_logs(engine: Engine) -> None:
+    """Opened under another DuckDB hash, the token filter is rebuilt by the idle
+    indexer from the logs: for sealed groups, from their compacted records."""
+    store, _, _ = engine._indexed("shop", "access")
+    seal_everything(engine)
+    engine.indexer.close()  # the test takes the indexer's steps itself
+    before = answers(engine)
+    with store._write_lock:  # what opening under another DuckDB hash does
+        for table in tokens.BLOOM_TABLES:
+            store._db.execute(f"DELETE FROM {table}")
+        store._save_meta({"unfiltered_below": str(store._next_block)})
+        store.unfiltered_below, store.has_unfiltered_rows = store._next_block, True
+    assert store.has_unfiltered_rows
+    steps = 0
+    while store.refilter_step(max_blocks=2):
+        steps += 1
+    assert steps >= 3 and not store.has_unfiltered_rows
+    with store.reading() as db:
+        count: Any = db.execute("SELECT count(DISTINCT blk) FROM blooms").fetchone()
+    assert count[0] > 0
+    assert answers(engine) == before

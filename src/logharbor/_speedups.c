@@ -1312,6 +1312,30 @@ static PyObject *columnar_type(PyObject *module, PyObject *args) {
 
 static const char HEX_DIGITS[] = "0123456789abcdef";
 
+/* ``value`` in decimal, as printf's "%lld" writes it; returns its length (<= 20) */
+static int format_int64(char *out, int64_t value) {
+    char digits[20];
+    int count = 0, len = 0;
+    uint64_t rest = value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value;
+    do {
+        digits[count++] = (char)('0' + rest % 10);
+        rest /= 10;
+    } while (rest);
+    if (value < 0) out[len++] = '-';
+    while (count) out[len++] = digits[--count];
+    return len;
+}
+
+/* four bytes as a dotted IPv4 address, as "%u.%u.%u.%u" writes them (<= 15) */
+static int format_ipv4(char *out, const uint8_t *quad) {
+    int len = 0;
+    for (int i = 0; i < 4; i++) {
+        if (i) out[len++] = '.';
+        len += format_int64(out + len, quad[i]);
+    }
+    return len;
+}
+
 /* NULL on success, else a static error (out of memory included); the streams
  * may take ``limit`` bytes at most (a damaged dictionary could ask for the square
  * of its size) */
@@ -1346,7 +1370,7 @@ static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *
             if (stream_varint(&s, &zigzag) < 0) return truncated;
             int64_t value = (int64_t)(zigzag >> 1) ^ -(int64_t)(zigzag & 1);
             char text[24];
-            int len = snprintf(text, sizeof(text), "%lld", (long long)value);
+            int len = format_int64(text, value);
             if (lengths->len + values->len + 1 + (uint64_t)len > limit) return too_large;
             if (buf_varint(lengths, (uint64_t)len) < 0 || buf_put(values, text, (size_t)len) < 0)
                 return "out of memory";
@@ -1370,7 +1394,7 @@ static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *
         if ((s.end - s.at) % 4) return "address column of a broken width";
         for (const uint8_t *q = s.at; q < s.end; q += 4) {
             char text[16];
-            int len = snprintf(text, sizeof(text), "%u.%u.%u.%u", q[0], q[1], q[2], q[3]);
+            int len = format_ipv4(text, q);
             if (lengths->len + values->len + 1 + (uint64_t)len > limit) return too_large;
             if (buf_varint(lengths, (uint64_t)len) < 0 || buf_put(values, text, (size_t)len) < 0)
                 return "out of memory";
@@ -1670,6 +1694,183 @@ static PyObject *columnar_column(PyObject *module, PyObject *args) {
     return result;
 }
 
+/*
+ * columnar_dictionary(head, section, name_id) -> None or (indices, offsets, data,
+ * validity, utf8): a key's first value in each log as an Arrow dictionary column
+ * (int32 indices into the distinct values, given as int32 offsets and their
+ * bytes), when its section is a dictionary or integers of at most 256 distinct
+ * values; None otherwise (``columnar_column`` then).  No value is copied per log.
+ */
+
+static uint64_t hash_u64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* numbers[i]: the distinct value (0..255) of the section's value i; -2: not a
+ * dictionary, -1: out of memory, else the number of values */
+static long section_numbers(const uint8_t *p, size_t n, uint8_t **numbers, Buf *dict_offsets,
+                            Buf *dict_data, const char **error) {
+    Stream s = {p + 1, p + n};
+    *error = "truncated column";
+    if (n == 0) return -3;
+    if (p[0] == KIND_DICT) {
+        uint64_t count, len;
+        if (stream_varint(&s, &count) < 0) return -3;
+        if (count > DICT_SIZE) {
+            *error = "dictionary too large";
+            return -3;
+        }
+        int32_t zero = 0;
+        if (buf_put(dict_offsets, &zero, 4) < 0) return -1;
+        for (uint64_t d = 0; d < count; d++) {
+            if (stream_varint(&s, &len) < 0 || len > (uint64_t)(s.end - s.at)) return -3;
+            if (dict_data->len + len > INT32_MAX) return -2;
+            if (buf_put(dict_data, s.at, (size_t)len) < 0) return -1;
+            int32_t end = (int32_t)dict_data->len;
+            if (buf_put(dict_offsets, &end, 4) < 0) return -1;
+            s.at += len;
+        }
+        size_t values = (size_t)(s.end - s.at);
+        *numbers = malloc(values ? values : 1);
+        if (*numbers == NULL) return -1;
+        for (size_t i = 0; i < values; i++) {
+            if (s.at[i] >= count) {
+                *error = "dictionary number out of range";
+                return -3;
+            }
+            (*numbers)[i] = s.at[i];
+        }
+        return (long)values;
+    }
+    if (p[0] != KIND_INT) return -2;
+    int64_t keys[DICT_SIZE];
+    int32_t slots[2 * DICT_SIZE];
+    size_t distinct = 0, values = 0, cap = 256;
+    memset(slots, 0xff, sizeof(slots));
+    *numbers = malloc(cap);
+    if (*numbers == NULL) return -1;
+    while (s.at < s.end) {
+        uint64_t zigzag;
+        if (stream_varint(&s, &zigzag) < 0) return -3;
+        int64_t value = (int64_t)(zigzag >> 1) ^ -(int64_t)(zigzag & 1);
+        size_t slot = (size_t)(hash_u64((uint64_t)value) % (2 * DICT_SIZE));
+        while (slots[slot] >= 0 && keys[slots[slot]] != value) slot = (slot + 1) % (2 * DICT_SIZE);
+        if (slots[slot] < 0) {
+            if (distinct == DICT_SIZE) return -2; /* too many: strings then */
+            keys[distinct] = value;
+            slots[slot] = (int32_t)distinct++;
+        }
+        if (values == cap) {
+            uint8_t *grown = realloc(*numbers, cap * 2);
+            if (grown == NULL) return -1;
+            *numbers = grown;
+            cap *= 2;
+        }
+        (*numbers)[values++] = (uint8_t)slots[slot];
+    }
+    int32_t zero = 0;
+    if (buf_put(dict_offsets, &zero, 4) < 0) return -1;
+    for (size_t d = 0; d < distinct; d++) {
+        char text[24];
+        int len = format_int64(text, keys[d]);
+        if (buf_put(dict_data, text, (size_t)len) < 0) return -1;
+        int32_t end = (int32_t)dict_data->len;
+        if (buf_put(dict_offsets, &end, 4) < 0) return -1;
+    }
+    return (long)values;
+}
+
+static PyObject *columnar_dictionary(PyObject *module, PyObject *args) {
+    Py_buffer head, section;
+    unsigned long long name_id;
+    if (!PyArg_ParseTuple(args, "y*y*K", &head, &section, &name_id)) return NULL;
+    Head h;
+    Buf dict_offsets = {NULL, 0, 0}, dict_data = {NULL, 0, 0};
+    uint8_t *numbers = NULL;
+    uint32_t *occurs = NULL;
+    PyObject *indices = NULL, *validity = NULL, *result = NULL;
+    int missing = 0, not_dictionary = 0;
+    const char *error = parse_head(head.buf, (const uint8_t *)head.buf + head.len, &h);
+    if (error == NULL && name_id >= h.name_count) error = "no such key in the head";
+    if (error == NULL && h.logs > (uint64_t)head.len * 8) error = "columnar head of too many logs";
+    if (error == NULL) {
+        indices = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(h.logs * 4));
+        validity = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((h.logs + 7) / 8));
+        if (indices == NULL || validity == NULL) error = "out of memory";
+        else memset(PyBytes_AS_STRING(validity), 0, (size_t)((h.logs + 7) / 8));
+    }
+    if (error == NULL) {
+        int32_t *out = (int32_t *)PyBytes_AS_STRING(indices);
+        uint8_t *valid = (uint8_t *)PyBytes_AS_STRING(validity);
+        Py_BEGIN_ALLOW_THREADS
+        const char *why;
+        long values = section_numbers(section.buf, (size_t)section.len, &numbers, &dict_offsets,
+                                      &dict_data, &why);
+        if (values == -2) not_dictionary = 1;
+        else if (values == -1) error = "out of memory";
+        else if (values < 0) error = why;
+        else {
+            occurs = calloc(h.schema_count ? h.schema_count : 1, sizeof(uint32_t));
+            if (occurs == NULL) error = "out of memory";
+            for (uint64_t i = 0; error == NULL && i < h.schema_count; i++) {
+                Stream ids = {h.schemas[i].ids, h.streams[0].at};
+                for (uint64_t j = 0; j < h.schemas[i].count; j++) {
+                    uint64_t id;
+                    stream_varint(&ids, &id); /* checked by parse_head */
+                    if (id == name_id) occurs[i]++;
+                }
+            }
+            size_t v = 0;
+            for (uint64_t n = 0; error == NULL && n < h.logs; n++) {
+                uint64_t sid;
+                if (stream_varint(&h.streams[0], &sid) < 0 || sid >= h.schema_count ||
+                    occurs[sid] > (uint64_t)values - v) {
+                    error = "column does not match the head";
+                    break;
+                }
+                if (occurs[sid]) {
+                    out[n] = numbers[v];
+                    valid[n / 8] |= (uint8_t)(1u << (n % 8));
+                    v += occurs[sid];
+                } else {
+                    out[n] = 0;
+                    missing = 1;
+                }
+            }
+            if (error == NULL && (v != (size_t)values || h.streams[0].at != h.streams[0].end))
+                error = "column does not match the head";
+        }
+        Py_END_ALLOW_THREADS
+    }
+    int utf8 = 1;
+    if (error == NULL && !not_dictionary) {
+        const int32_t *ends = (const int32_t *)dict_offsets.data;
+        size_t count = dict_offsets.len / 4;
+        for (size_t d = 1; d < count && utf8; d++)
+            utf8 = valid_utf8(dict_data.data + ends[d - 1], (size_t)(ends[d] - ends[d - 1]));
+        result = Py_BuildValue(
+            "(Oy#y#OO)", indices, (const char *)dict_offsets.data, (Py_ssize_t)dict_offsets.len,
+            dict_data.data ? (const char *)dict_data.data : "", (Py_ssize_t)dict_data.len,
+            missing ? validity : Py_None, utf8 ? Py_True : Py_False);
+    } else if (error == NULL) {
+        result = Py_NewRef(Py_None);
+    }
+    free(h.schemas);
+    free(numbers);
+    free(occurs);
+    free(dict_offsets.data);
+    free(dict_data.data);
+    Py_XDECREF(indices);
+    Py_XDECREF(validity);
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&section);
+    if (error != NULL) return head_error(error);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"validate_log_group", validate_log_group, METH_O,
      "validate_log_group(data) -> number of logs; ValueError if malformed."},
@@ -1687,6 +1888,9 @@ static PyMethodDef methods[] = {
      "columnar_times(head) -> each log's time in ns, as int64 bytes."},
     {"columnar_column", columnar_column, METH_VARARGS,
      "columnar_column(head, section, name_id, limit) -> (offsets, data, validity, utf8)."},
+    {"columnar_dictionary", columnar_dictionary, METH_VARARGS,
+     "columnar_dictionary(head, section, name_id) -> None or (indices, offsets, data, "
+     "validity, utf8)."},
     {"columnar_untype", columnar_untype, METH_VARARGS,
      "columnar_untype(section, limit) -> (lengths, values); ValueError if corrupt."},
     {NULL, NULL, 0, NULL},

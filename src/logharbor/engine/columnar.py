@@ -747,20 +747,35 @@ class TypedGroup:
         """The first value of key ``name_id`` in each log, as the buffers of an
         Arrow string array: (int32 offsets, data, validity bitmap or None when
         every log has the key, whether every value is UTF-8)."""
-        if self._sections is not None:
-            section = self._sections[name_id]
-        else:
-            frame = self._frames[1 + name_id]
-            section = _decompress([frame], self._limit)
-            if len(section) != self._sizes[name_id]:
-                raise ColumnarError("column section of the wrong size")
         try:
             result: tuple[bytes, bytes, bytes | None, bool] = speedups.columnar_column(
-                self.head, section, name_id, self._limit
+                self.head, self._section(name_id), name_id, self._limit
             )
         except ValueError as exc:
             raise ColumnarError(str(exc)) from None
         return result
+
+    def dictionary(self, name_id: int) -> tuple[bytes, bytes, bytes, bytes | None, bool] | None:
+        """Key ``name_id``'s first value in each log as the buffers of an Arrow
+        dictionary array (int32 indices; the distinct values' int32 offsets and
+        data; validity bitmap or None; whether every value is UTF-8), when its
+        values are a dictionary or integers of at most 256 distinct values;
+        else None (``column``)."""
+        try:
+            result: tuple[bytes, bytes, bytes, bytes | None, bool] | None = (
+                speedups.columnar_dictionary(self.head, self._section(name_id), name_id)
+            )
+        except ValueError as exc:
+            raise ColumnarError(str(exc)) from None
+        return result
+
+    def _section(self, name_id: int) -> bytes:
+        if self._sections is not None:
+            return self._sections[name_id]
+        section = _decompress([self._frames[1 + name_id]], self._limit)
+        if len(section) != self._sizes[name_id]:
+            raise ColumnarError("column section of the wrong size")
+        return section
 
 
 def is_typed(payload: bytes) -> bool:

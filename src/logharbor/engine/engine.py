@@ -92,6 +92,7 @@ class EngineConfig:
     auto_split_bytes_per_second: int = 5 << 20
     query_limits: QueryLimits = field(default_factory=QueryLimits)
     query_memory_limit: str = "1GB"  # per logstore index
+    query_cache_bytes: int = 256 << 20  # per logstore index: columns of sealed log groups
     index_wait: float = 1.0  # seconds a query waits for the index to take in recent writes
     clock: Clock = wall_clock
 
@@ -541,7 +542,11 @@ class Engine:
         return self.config.data_dir / "index" / f"{uid}.duckdb"
 
     def _open_index(self, uid: str) -> IndexStore:
-        store = IndexStore(self._index_path(uid), memory_limit=self.config.query_memory_limit)
+        store = IndexStore(
+            self._index_path(uid),
+            memory_limit=self.config.query_memory_limit,
+            sealed_cache_bytes=self.config.query_cache_bytes,
+        )
         store.shard_logs = lambda: self._shard_logs(uid)
         self._indexes[uid] = store
         return store

@@ -76,6 +76,7 @@ def build_server(config: ServerConfig) -> Server:
                 max_answer_bytes=config.query_max_answer_bytes,
             ),
             query_memory_limit=config.query_memory_limit,
+            query_cache_bytes=config.query_cache_bytes,
         )
     )
     keys = AccessKeyStore(config.data_dir)

@@ -294,7 +294,10 @@ class QueryRunner:
             tree = tree.limit(self.limits.default_rows, copy=False)
         aliases = {a.alias for a in tree.find_all(exp.Alias)}
         fields = {c.name for c in tree.find_all(exp.Column) if c.name} - aliases
-        if any(isinstance(e, exp.Star) for q in tree.find_all(exp.Select) for e in q.expressions):
+        star = any(
+            isinstance(e, exp.Star) for q in tree.find_all(exp.Select) for e in q.expressions
+        )
+        if star:
             fields |= set(columns)  # select *: every field (as SLS answers it)
         selected = []
         for name in sorted(fields):
@@ -306,7 +309,12 @@ class QueryRunner:
             if key is not None and key.type in _SQL_TYPES:
                 value = f"TRY_CAST({value} AS {_SQL_TYPES[key.type]})"
             selected.append(f"{value} AS {_quote(name)}")
-        base = [f"{expr} AS {name}" for name, expr in _BASE_COLUMNS.items()]
+        # only the columns the SQL reads: the others would be read for nothing
+        base = [
+            f"{expr} AS {name}"
+            for name, expr in _BASE_COLUMNS.items()
+            if star or name in fields or name.lower() in {f.lower() for f in fields}
+        ] or ["t AS __time_ns__"]
         cte = f"SELECT {', '.join(base + selected)} FROM {LOGS} WHERE {where}"
         final = tree.with_("log", as_=cte, dialect="duckdb", copy=False)
         try:
@@ -433,23 +441,29 @@ def _page(
     )
     if not keys:
         return [], int(counted[0][0])
-    wanted = (
-        "("
-        + " OR ".join(
-            f"(shard = {int(s)} AND pos = {int(p)} AND idx = {int(i)})" for s, p, i in keys
-        )
-        + ")"
-    )
+    # the page's logs by key: a join with the keys (a list of conditions would be
+    # tested on every row of the index's table)
+    listed = ", ".join(f"({int(s)}, {int(p)}, {int(i)})" for s, p, i in keys)
     _, rows = _fetch_bounded(
         logs.db,
         logs.statement(
-            f"SELECT {_row_columns(columns)} FROM {LOGS} WHERE {wanted} {ordering}",
-            only={(int(s), int(p)) for s, p, _ in keys},
+            f"SELECT {_row_columns(columns)} FROM {LOGS} "
+            f"JOIN (VALUES {listed}) AS page(page_shard, page_pos, page_idx) "
+            f"ON shard = page_shard AND pos = page_pos AND idx = page_idx {ordering}",
+            only=_by_group(keys),
         ),
         limits,
         _FEWER_LOGS,
     )
     return [_log_row(r, columns) for r in rows], int(counted[0][0])
+
+
+def _by_group(keys: list[tuple[Any, ...]]) -> dict[tuple[int, int], list[int]]:
+    """(shard, position, index) keys as the indexes in each (shard, position)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for shard, pos, idx in keys:
+        groups.setdefault((int(shard), int(pos)), []).append(int(idx))
+    return groups
 
 
 def _fetch(db: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

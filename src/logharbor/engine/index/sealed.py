@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 import zlib
-from collections.abc import Collection, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,7 +36,7 @@ from .. import columnar
 from ..shardlog import COLUMNAR
 from ..types import Position, ShardId
 from . import tokens
-from .indexer import _map, _text, _unique, decode_frames, decode_group
+from .indexer import _text, _unique, decode_frames, decode_group
 from .store import BASE_SCHEMA, FIELD_PREFIX, MAP_TYPE
 
 if TYPE_CHECKING:
@@ -47,22 +50,46 @@ def group_rows(
     shard: ShardId,
     position: Position,
     wanted: Collection[str] | None = None,
+    base: Collection[str] | None = None,
+    *,
+    dictionaries: bool = False,
 ) -> pa.Table:
-    """The index rows of one stored columnar log group: the base columns, then a
-    ``c:<field>`` column per wanted field the group has (every field: None)."""
+    """The index rows of one stored columnar log group: the base columns (those in
+    ``base``; None: all), then a ``c:<field>`` column per wanted field the group
+    has (``wanted`` None: every field); the fields dictionary-encoded if
+    ``dictionaries`` (what queries read: the values of most fields repeat)."""
     if speedups is not None and columnar.is_typed(payload):
-        table = _typed_rows(columnar.TypedGroup(payload, raw_size), shard, position, wanted)
+        group = columnar.TypedGroup(payload, raw_size)
+        table = _typed_rows(group, shard, position, wanted, base, dictionaries)
         if table is not None:
             return table
     raw = columnar.unpack(payload, raw_size)
     frame = encode_frame(position, 0, raw_size, log_count, Compression.NONE, raw)
-    table = decode_frames(frame, shard)
-    if wanted is None:
+    table = _select(decode_frames(frame, shard), wanted, base)
+    return _dictionary_fields(table) if dictionaries else table
+
+
+def _dictionary_fields(table: pa.Table) -> pa.Table:
+    for number, name in enumerate(table.column_names):
+        if name.startswith(FIELD_PREFIX):
+            table = table.set_column(number, name, pc.dictionary_encode(table[name]))
+    return table
+
+
+def _select(
+    table: pa.Table, wanted: Collection[str] | None, base: Collection[str] | None
+) -> pa.Table:
+    """``table``'s base columns in ``base`` and fields in ``wanted`` (None: all)."""
+    if wanted is None and base is None:
         return table
     keep = [
         name
         for name in table.column_names
-        if not name.startswith(FIELD_PREFIX) or name[len(FIELD_PREFIX) :] in wanted
+        if (
+            (wanted is None or name[len(FIELD_PREFIX) :] in wanted)
+            if name.startswith(FIELD_PREFIX)
+            else (base is None or name in base)
+        )
     ]
     return table.select(keep)
 
@@ -72,6 +99,8 @@ def _typed_rows(
     shard: ShardId,
     position: Position,
     wanted: Collection[str] | None,
+    base: Collection[str] | None,
+    dictionaries: bool,
 ) -> pa.Table | None:
     try:
         names = [name.decode() for name in group.names]
@@ -80,40 +109,80 @@ def _typed_rows(
     if len(set(names)) != len(names):
         return None
     count = group.logs
-    _, topic, source, tags = decode_group(group.prefix + group.suffix, {}, 0)
-    tags = _unique(tags)
-    arrays: list[pa.Array] = [
-        pa.Array.from_buffers(pa.int64(), count, [None, pa.py_buffer(group.times())]),
-        pa.array([shard] * count, pa.int32()),
-        pa.array([position] * count, pa.int64()),
-        pa.array(range(count), pa.int32()),
-        pa.array([topic] * count, pa.string()),
-        pa.array([source] * count, pa.string()),
-        _map(
-            [len(tags) * n for n in range(count + 1)],
-            [k for k, _ in tags] * count,
-            [v for _, v in tags] * count,
-        ),
-    ]
-    columns = list(BASE_SCHEMA.names)
+    index = _index(count)
+    arrays: list[pa.Array] = []
+    columns = []
+    needs_group = base is None or bool({"topic", "source", "tags"} & set(base))
+    topic = source = ""
+    tags: list[tuple[str, str]] = []
+    if needs_group:
+        _, topic, source, tags = decode_group(group.prefix + group.suffix, {}, 0)
+        tags = _unique(tags)
+    for name in BASE_SCHEMA.names:
+        if base is not None and name not in base:
+            continue
+        columns.append(name)
+        if name == "t":
+            times = pa.py_buffer(group.times())
+            arrays.append(pa.Array.from_buffers(pa.int64(), count, [None, times]))
+        elif name == "shard":
+            arrays.append(_repeat(pa.array([shard], pa.int32()), count))
+        elif name == "pos":
+            arrays.append(_repeat(pa.array([position], pa.int64()), count))
+        elif name == "idx":
+            arrays.append(index.cast(pa.int32()))
+        elif name in ("topic", "source"):
+            arrays.append(_repeat(pa.array([topic if name == "topic" else source]), count))
+        else:  # tags: the group's, in every log
+            width = len(tags)
+            entries = _index(count * width)
+            if width:
+                entries = pc.subtract(entries, pc.multiply(pc.divide(entries, width), width))
+            offsets = pc.multiply(_index(count + 1), width).cast(pa.int32())
+            arrays.append(
+                pa.MapArray.from_arrays(
+                    offsets,
+                    pc.take(pa.array([k for k, _ in tags], pa.string()), entries),
+                    pc.take(pa.array([v for _, v in tags], pa.string()), entries),
+                )
+            )
     for name_id, name in enumerate(names):
         if wanted is not None and name not in wanted:
             continue
-        offsets, data, validity, utf8 = group.column(name_id)
-        buffers = [
-            None if validity is None else pa.py_buffer(validity),
-            pa.py_buffer(offsets),
-            pa.py_buffer(data),
-        ]
-        array = pa.Array.from_buffers(pa.string(), count, buffers)
-        if not utf8:  # as the indexer decodes them: with replacement characters
-            array = pa.array(
-                [None if v is None else _text(v) for v in array.cast(pa.binary()).to_pylist()],
-                pa.string(),
-            )
-        arrays.append(array)
+        found = group.dictionary(name_id) if dictionaries else None
+        if found is not None:
+            indices, offsets, data, validity, utf8 = found
+            values = _strings(len(offsets) // 4 - 1, offsets, data, None, utf8)
+            mask = None if validity is None else pa.py_buffer(validity)
+            keys = pa.Array.from_buffers(pa.int32(), count, [mask, pa.py_buffer(indices)])
+            arrays.append(pa.DictionaryArray.from_arrays(keys, values))
+        else:
+            offsets, data, validity, utf8 = group.column(name_id)
+            array = _strings(count, offsets, data, validity, utf8)
+            arrays.append(pc.dictionary_encode(array) if dictionaries else array)
         columns.append(FIELD_PREFIX + name)
     return pa.table(arrays, names=columns)
+
+
+def _strings(
+    count: int, offsets: bytes, data: bytes, validity: bytes | None, utf8: bool
+) -> pa.Array:
+    """An Arrow string array of these buffers; text that is not UTF-8 decoded as
+    the indexer decodes it (with replacement characters)."""
+    buffers = [
+        None if validity is None else pa.py_buffer(validity),
+        pa.py_buffer(offsets),
+        pa.py_buffer(data),
+    ]
+    if utf8:
+        return pa.Array.from_buffers(pa.string(), count, buffers)
+    raw = pa.Array.from_buffers(pa.binary(), count, buffers)
+    return pa.array([None if v is None else _text(v) for v in raw.to_pylist()], pa.string())
+
+
+def _repeat(value: pa.Array, count: int) -> pa.Array:
+    """The one value of ``value``, ``count`` times."""
+    return pc.take(value, _zeros(count, pa.int64()))
 
 
 # ------------------------------------------------------------ query sources
@@ -122,22 +191,63 @@ def _typed_rows(
 LOGS = "__logharbor_logs__"
 ROWID = "__logharbor_rowid__"
 _FIELD_COLUMN = re.compile(r'"(f\d+)"')
-_OPTIONAL = ("topic", "source", "tags", "extra")
 _IDX_BITS = 20  # a log's index in its group is below 2**20 (Limits.max_group_logs)
 _READ_BYTES = 16 << 20  # stored bytes read from a shard log at a time
 _BATCH_ROWS = 16_384  # rows handed to DuckDB at a time (small groups are joined)
+_AHEAD = 8  # groups decoding at a time, per stream
+# decodes sealed groups for every query (their C parts run without the GIL)
+_DECODERS = ThreadPoolExecutor(2, thread_name_prefix="logharbor-sealed")
+_FIELD = pa.dictionary(pa.int32(), pa.string())  # a field's values in a stream
 _TYPES = {
     "t": pa.int64(),
     "shard": pa.int32(),
     "pos": pa.int64(),
     "idx": pa.int32(),
     "blk": pa.int32(),
-    "topic": pa.string(),
-    "source": pa.string(),
+    "topic": _FIELD,
+    "source": _FIELD,
     "tags": MAP_TYPE,
     "extra": MAP_TYPE,
     "rid": pa.int64(),
 }
+
+
+class ColumnCache:
+    """The columns of sealed groups queries read lately, as queries read them (a
+    field's values, the times, topic, source, tags), least recently used first
+    out: at most ``max_bytes`` of Arrow buffers.  A sealed group never changes,
+    so nothing is ever stale; a group retention dropped is no longer asked for."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[int, int, str], pa.Array] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int, str]) -> pa.Array | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[int, int, str], array: pa.Array) -> None:
+        size = array.nbytes
+        if size > self.max_bytes // 8:
+            return  # one group's column must not push out everything else
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._entries[key] = array
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+    @property
+    def size(self) -> int:
+        return self._bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,64 +366,100 @@ class Source:
         sql: str,
         *,
         blocks: Collection[int] | None = None,
-        only: Collection[tuple[int, int]] | None = None,
+        only: dict[tuple[int, int], list[int]] | None = None,
     ) -> str:
         """``sql`` ready to run: the groups in scope (those holding rows in
-        ``blocks``, those at ``(shard, position)`` in ``only``) as part of ``LOGS``."""
+        ``blocks``; with ``only``, the logs it lists, by ``(shard, position)`` and
+        index in the group) as part of ``LOGS``."""
         groups = self.groups
         if blocks is not None:
             groups = self._in_blocks(groups, blocks)
         if only is not None:
-            keep = set(only)
-            groups = [g for g in groups if (g.shard, g.pos) in keep]
+            groups = [g for g in groups if (g.shard, g.pos) in only]
         if not groups:
             return sql.replace(LOGS, "logs").replace(ROWID, "rowid")
         known = set(self.store.columns().values())
         fields = sorted(set(_FIELD_COLUMN.findall(sql)) & known, key=lambda c: int(c[1:]))
-        names = ["t", "shard", "pos", "idx", "blk"]
-        names += [n for n in _OPTIONAL if re.search(rf"\b{n}\b", sql)]
-        schema = pa.schema(
-            [(n, _TYPES[n]) for n in names]
-            + [(c, pa.string()) for c in fields]
-            + [("rid", pa.int64())]
-        )
-        listed = ", ".join(f'"{n}"' for n in names + fields)
+        # the columns the statement may name (a word of the SQL), the time at least
+        names = [n for n in _TYPES if n == "t" or re.search(rf"\b{n}\b", sql)]
+        if ROWID in sql:
+            names.append("rid")
+        schema = pa.schema([(n, _TYPES[n]) for n in names] + [(c, _FIELD) for c in fields])
+        listed = ", ".join(f'"{n}"' for n in names + fields if n != "rid")
+        rid = ", rowid AS rid" if ROWID in sql else ""
 
         def union(_: re.Match[str]) -> str:
             # each mention its own stream: a stream can be read only once
             stream = f"sealed_{next(self._streams)}"
-            reader = pa.RecordBatchReader.from_batches(schema, self._batches(groups, schema))
+            batches = self._batches(groups, schema, only)
+            reader = pa.RecordBatchReader.from_batches(schema, batches)
             self.db.register(stream, reader)
+            sealed = f"{listed}, rid" if rid else listed
             return (
-                f"(SELECT {listed}, rowid AS rid FROM logs "
-                f"UNION ALL SELECT {listed}, rid FROM {stream}) AS logs"
+                f"(SELECT {listed}{rid} FROM logs UNION ALL SELECT {sealed} FROM {stream}) AS logs"
             )
 
         return re.sub(LOGS, union, sql).replace(ROWID, "rid")
 
-    def _batches(self, groups: list[SealedGroup], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    def _batches(
+        self,
+        groups: list[SealedGroup],
+        schema: pa.Schema,
+        only: dict[tuple[int, int], list[int]] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """The rows of ``groups`` (those ``only`` lists, if given) with the columns
+        of ``schema``: from the column cache, or read and decoded ``_AHEAD`` groups
+        at a time by the decoding threads (the C parts let go of the GIL)."""
         by_column = {col: field for field, col in self.store.columns().items()}
         fields = {n: by_column[n] for n in schema.names if n in by_column}  # column: field
+        kept = _kept(schema, fields)
+        cache = self.store.sealed_cache
+        jobs: deque[Future[pa.Table]] = deque()
         pending: list[pa.Table] = []
         rows = 0
-        for group, table in self._tables(groups, set(fields.values())):
-            pending.append(_conform(table, group, schema, fields))
-            rows += table.num_rows
-            if rows >= _BATCH_ROWS:
+        try:
+            for group, stored in self._stored(groups, lambda g: _cached(cache, g, kept)):
+                picks = None if only is None else only[(group.shard, group.pos)]
+                if isinstance(stored, dict):  # cached: nothing to wait for
+                    done: Future[pa.Table] = Future()
+                    done.set_result(_conform(stored, group, schema, picks))
+                    jobs.append(done)
+                else:
+                    jobs.append(
+                        _DECODERS.submit(_group_table, group, stored, schema, fields, cache, picks)
+                    )
+                while len(jobs) > _AHEAD or (jobs and jobs[0].done()):
+                    table = jobs.popleft().result()
+                    pending.append(table)
+                    rows += table.num_rows
+                    if rows >= _BATCH_ROWS:
+                        yield from pa.concat_tables(pending).to_batches()
+                        pending, rows = [], 0
+            while jobs:
+                pending.append(jobs.popleft().result())
+            if pending:
                 yield from pa.concat_tables(pending).to_batches()
-                pending, rows = [], 0
-        if pending:
-            yield from pa.concat_tables(pending).to_batches()
+        finally:
+            for job in jobs:  # abandoned (the query was stopped): drop what is queued
+                job.cancel()
 
-    def _tables(
-        self, groups: list[SealedGroup], wanted: set[str]
-    ) -> Iterator[tuple[SealedGroup, pa.Table]]:
-        """Each group's rows (its wanted fields), read run by run of positions."""
+    def _stored(
+        self, groups: list[SealedGroup], cached: Callable[[SealedGroup], Columns | None]
+    ) -> Iterator[tuple[SealedGroup, Stored | Columns]]:
+        """Each group with its ``cached`` columns, or else its stored record
+        (compression, raw size, log count, payload), read run by run of
+        consecutive positions."""
         shard_logs = self.store.shard_logs() if self.store.shard_logs is not None else {}
-        for (shard, _), run_groups in itertools.groupby(
-            enumerate(groups), key=lambda item: (item[1].shard, item[1].pos - item[0])
+        found = [cached(g) for g in groups]
+        for (shard, _, read), run_items in itertools.groupby(
+            enumerate(groups),
+            key=lambda item: (item[1].shard, item[1].pos - item[0], found[item[0]] is None),
         ):
-            run = [g for _, g in run_groups]
+            items = list(run_items)
+            run = [g for _, g in items]
+            if not read:
+                yield from ((g, found[i] or {}) for i, g in items)
+                continue
             log = shard_logs.get(shard)
             if log is None:
                 continue  # the logstore is being deleted
@@ -326,18 +472,82 @@ class Source:
                     break  # retention dropped them: so will the index
                 for frame_position, comp, raw_size, logs, payload in _stored_frames(result.frames):
                     index = frame_position - run[0].pos
-                    if not 0 <= index < len(run):
-                        continue
-                    group = run[index]
-                    table = _rows(payload, comp, raw_size, logs, shard, frame_position, wanted)
-                    if table.num_rows != group.rows:
-                        raise ServiceError(
-                            ErrorCode.INTERNAL,
-                            f"log group {frame_position} of shard {shard} does not match "
-                            "its index entry",
-                        )
-                    yield group, table
+                    if 0 <= index < len(run):
+                        yield run[index], (comp, raw_size, logs, payload)
                 position = max(result.next_position, position + 1)
+
+
+_GROUP = ("topic", "source", "tags")  # the same in every log of a group: kept once
+Stored = tuple[int, int, int, bytes]  # a record: compression, raw size, log count, payload
+Columns = dict[str, pa.Array]
+
+
+def _cached(cache: ColumnCache, group: SealedGroup, names: list[str]) -> dict[str, pa.Array] | None:
+    """The group's columns ``names`` from the cache, or None if any is not there."""
+    found = {}
+    for name in names:
+        array = cache.get((group.shard, group.pos, name))
+        if array is None:
+            return None
+        found[name] = array
+    return found
+
+
+def _kept(schema: pa.Schema, fields: dict[str, str]) -> list[str]:
+    """What the cache holds of a group for ``schema``: times, fields, and the
+    group's topic, source and tags (as one entry, ``group``)."""
+    kept = [n for n in schema.names if n == "t" or n in fields]
+    if any(n in _GROUP for n in schema.names):
+        kept.append("group")
+    return kept
+
+
+def _group_table(
+    group: SealedGroup,
+    source: Stored | Columns,
+    schema: pa.Schema,
+    fields: dict[str, str],
+    cache: ColumnCache,
+    picks: list[int] | None = None,
+) -> pa.Table:
+    """One sealed group's rows as the stream's columns (in a decoding thread):
+    the cached columns, or decoded from the stored record (and then cached, unless
+    only the logs ``picks`` are wanted: a page of logs is read once)."""
+    kept = _kept(schema, fields)
+    if isinstance(source, dict):
+        columns = source
+    else:
+        comp, raw_size, logs, payload = source
+        wanted = {fields[n] for n in kept if n in fields}
+        base = {"t", *_GROUP} if "group" in kept else {"t"}
+        table = _rows(
+            payload, comp, raw_size, logs, group.shard, group.pos, wanted, base, picks is None
+        )
+        if picks is not None:
+            table = _dictionary_fields(table.take(pa.array(picks, pa.int64())))
+        if table.num_rows != (group.rows if picks is None else len(picks)):
+            raise ServiceError(
+                ErrorCode.INTERNAL,
+                f"log group {group.pos} of shard {group.shard} does not match its index entry",
+            )
+        columns = {}
+        for name in kept:
+            if name == "group":  # one row: the group's topic, source and tags
+                first = table.slice(0, 1)
+                columns[name] = pa.StructArray.from_arrays(
+                    [first[n].combine_chunks() for n in _GROUP], names=list(_GROUP)
+                )
+            elif name == "t":
+                columns[name] = table["t"].combine_chunks()
+            elif FIELD_PREFIX + fields[name] in table.column_names:
+                columns[name] = table[FIELD_PREFIX + fields[name]].combine_chunks()
+            else:  # a field the group does not have
+                columns[name] = pa.nulls(table.num_rows, _FIELD)
+            if picks is None:
+                cache.put((group.shard, group.pos, name), columns[name])
+        if picks is not None:
+            return _conform(columns, group, schema, picks, taken=True)
+    return _conform(columns, group, schema, picks)
 
 
 def _stored_frames(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
@@ -362,52 +572,81 @@ def _rows(
     shard: ShardId,
     position: Position,
     wanted: Collection[str],
+    base: Collection[str],
+    dictionaries: bool = True,
 ) -> pa.Table:
     try:
         if comp == COLUMNAR:
-            return group_rows(payload, raw_size, logs, shard, position, wanted)
+            return group_rows(
+                payload, raw_size, logs, shard, position, wanted, base, dictionaries=dictionaries
+            )
         frame = encode_frame(position, 0, raw_size, logs, Compression(comp), payload)
-        table = decode_frames(frame, shard)
+        table = _select(decode_frames(frame, shard), wanted, base)
+        return _dictionary_fields(table) if dictionaries else table
     except (columnar.ColumnarError, ValueError) as exc:
         raise ServiceError(
             ErrorCode.INTERNAL, f"corrupt record {position} of shard {shard}: {exc}"
         ) from None
-    keep = [n for n in table.column_names if not n.startswith(FIELD_PREFIX) or n[2:] in wanted]
-    return table.select(keep)
 
 
 def _conform(
-    table: pa.Table, group: SealedGroup, schema: pa.Schema, fields: dict[str, str]
+    columns: dict[str, pa.Array],
+    group: SealedGroup,
+    schema: pa.Schema,
+    picks: list[int] | None = None,
+    *,
+    taken: bool = False,
 ) -> pa.Table:
-    """A group's rows with exactly the stream's columns: fields by their column
-    names (NULL where the group lacks one), the block and the row id of each."""
-    count = table.num_rows
-    index = _index(count)
-    arrays: list[pa.Array | pa.ChunkedArray] = []
+    """A group's rows (those at ``picks``, if given) with exactly the stream's
+    columns: those given (of every row, or of the picked ones if ``taken``), and
+    the ones that follow from the group (shard, position, index, block, row id)."""
+    if picks is None:
+        count = group.rows
+        index = _index(count)
+    else:
+        count = len(picks)
+        index = pa.array(picks, pa.int64())
+    arrays: list[pa.Array] = []
     for name in schema.names:
-        if name == "blk":
+        if name in columns:
+            column = columns[name]
+            arrays.append(column.take(index) if picks is not None and not taken else column)
+        elif name in ("topic", "source"):
+            values = columns["group"].field(name)
+            arrays.append(pa.DictionaryArray.from_arrays(_zeros(count, pa.int32()), values))
+        elif name == "tags":
+            arrays.append(pc.take(columns["group"].field(name), _zeros(count, pa.int64())))
+        elif name == "shard":
+            arrays.append(_repeat(pa.array([group.shard], pa.int32()), count))
+        elif name == "pos":
+            arrays.append(_repeat(pa.array([group.pos], pa.int64()), count))
+        elif name == "idx":
+            arrays.append(index.cast(pa.int32()))
+        elif name == "blk":
             if group.blk < 0:
-                blocks = pa.array([group.blk] * count, pa.int32())
+                blocks = _repeat(pa.array([group.blk], pa.int32()), count)
             else:
                 first = pc.add(index, group.blk_row)
                 blocks = pc.add(pc.divide(first, tokens.BLOCK_ROWS), group.blk).cast(pa.int32())
             arrays.append(blocks)
         elif name == "rid":
             arrays.append(pc.subtract(-1 - (group.key << _IDX_BITS), index))
-        elif name == "extra":
+        else:  # extra: sealed groups have no overflow fields (``IndexStore.seal``)
             arrays.append(pa.nulls(count, MAP_TYPE))
-        elif name in fields:
-            column = FIELD_PREFIX + fields[name]
-            if column in table.column_names:
-                arrays.append(table[column])
-            else:
-                arrays.append(pa.nulls(count, pa.string()))
-        else:
-            arrays.append(table[name])
     return pa.table(arrays, schema=schema)
 
 
 _INDEXES = pa.array(range(1 << 16), pa.int64())
+_ZEROS = pa.array([0] * (1 << 16), pa.int64())
+_ZEROS32 = _ZEROS.cast(pa.int32())
+
+
+def _zeros(count: int, kind: pa.DataType) -> pa.Array:
+    """``count`` zeros of ``kind`` (int32 or int64)."""
+    zeros = _ZEROS32 if kind == pa.int32() else _ZEROS
+    if count <= len(zeros):
+        return zeros.slice(0, count)
+    return pa.array([0] * count, kind)
 
 
 def _index(count: int) -> pa.Array:

@@ -417,7 +417,10 @@ class Compiler:
             value = target if case_sensitive else f"lower({target})"
             token = f"({prefilter} AND regexp_matches({value}, {pattern}))"
             if exact:  # "status: 500": the whole value is the word, most often
-                token = f"({value} = {sql_string(first)} OR {token})"
+                # (a word without letters equals the value exactly when it equals
+                # the value lower-cased: no need to lower-case every value)
+                whole = target if caseless else value
+                token = f"({whole} = {sql_string(first)} OR {token})"
             matches.append((token, blocks))
         filtered = self.candidates is not None and self.candidates.blocks is not None
         if filtered and rare and self.logs is not None:

@@ -126,8 +126,19 @@ class PreparedRows:
 
 
 class IndexStore:
-    def __init__(self, path: Path, *, memory_limit: str = "1GB", threads: int = 2) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        memory_limit: str = "1GB",
+        threads: int = 2,
+        sealed_cache_bytes: int = 256 << 20,
+    ) -> None:
+        from .sealed import ColumnCache  # (sealed imports this module)
+
         self.path = path
+        # the columns of sealed groups that queries read lately (``sealed.py``)
+        self.sealed_cache = ColumnCache(sealed_cache_bytes)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._settings: dict[str, str | int | float | list[str]] = {
             "memory_limit": memory_limit,
