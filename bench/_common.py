@@ -47,9 +47,11 @@ def access_log_group(target_raw_bytes: int, seed: int) -> bytes:
     return bytes(group.SerializeToString())
 
 
-def start_server(extra: list[str] | None = None) -> ServerProcess:
+def start_server(
+    extra: list[str] | None = None, env: dict[str, str] | None = None
+) -> ServerProcess:
     data_dir = Path(tempfile.mkdtemp(prefix="logharbor-bench-"))
-    return ServerProcess(data_dir, auth=False, extra_args=extra or []).start()
+    return ServerProcess(data_dir, auth=False, extra_args=extra or [], env=env or {}).start()
 
 
 def create_logstore(server: ServerProcess, shards: int) -> str:
