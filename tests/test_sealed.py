@@ -28,6 +28,7 @@ from logharbor.engine.index.indexer import decode_frames
 from logharbor.engine.index.store import BASE_SCHEMA
 from logharbor.engine.types import NANOS_PER_SECOND
 from logharbor.protocol.codec import Compression, encode_frame, length_delimited
+from logharbor.protocol.errors import ErrorCode, ServiceError
 
 ZSTD = zstandard.ZstdCompressor(level=3)
 T0 = 1_800_000_000
@@ -425,3 +426,16 @@ def test_token_filters_of_sealed_groups_are_rebuilt_from_the_shard_logs(engine: 
         count: Any = db.execute("SELECT count(DISTINCT blk) FROM blooms").fetchone()
     assert count[0] > 0
     assert answers(engine) == before
+
+
+def test_a_query_over_too_many_sealed_groups_is_refused(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seal_everything(engine)
+    monkeypatch.setattr(sealed, "MAX_GROUPS", 10)  # the log groups of these 40 are sealed
+    with pytest.raises(ServiceError) as caught:
+        engine.query("shop", "access", "* | select count(*)", *WIDE)
+    assert caught.value.code is ErrorCode.QUERY_TOO_LARGE
+    assert "narrow the time range" in caught.value.message
+    narrow = (T0 * NANOS_PER_SECOND, (T0 + 5 * 60) * NANOS_PER_SECOND)  # five groups
+    assert engine.query("shop", "access", "* | select count(*)", *narrow).rows == [(5 * 150,)]

@@ -692,6 +692,9 @@ def _decompress(frames: list[bytes], limit: int) -> bytes:
         if declared > limit:  # without a declared size, decompress() refuses it
             raise ColumnarError(f"columnar payload declares {declared} bytes")
         decompressor = zstandard.ZstdDecompressor()
+        if len(frames) == 1:
+            result: bytes = decompressor.decompress(frames[0])
+            return result
         return b"".join(decompressor.decompress(f) for f in frames)
     except zstandard.ZstdError as exc:
         raise ColumnarError(f"corrupt columnar payload: {exc}") from None

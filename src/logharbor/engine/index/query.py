@@ -538,7 +538,11 @@ def _where(
     # the filter knows nothing of unfiltered rows, so it may only skip fields when
     # there are none
     exact = candidates if not store.has_unfiltered_rows else None
-    predicate = Compiler(config, columns, exact, logs).compile(node)
+    compiler = Compiler(config, columns, exact, logs)
+    predicate = compiler.compile(node)
+    rows = compiler.required_rows(node)
+    if rows is not None:  # the search keeps only these rows: read no other sealed log
+        logs.keep_rows(rows)
     where = f"t >= {int(from_ns)} AND t < {int(to_ns)} AND {predicate}"
     if topic is not None:
         where += f" AND topic = {sql_string(topic)}"

@@ -192,6 +192,9 @@ LOGS = "__logharbor_logs__"
 ROWID = "__logharbor_rowid__"
 _FIELD_COLUMN = re.compile(r'"(f\d+)"')
 _IDX_BITS = 20  # a log's index in its group is below 2**20 (Limits.max_group_logs)
+_IDX_MASK = (1 << _IDX_BITS) - 1
+# sealed log groups one query may read (2 billion logs in groups of 4,096)
+MAX_GROUPS = 500_000
 _READ_BYTES = 16 << 20  # stored bytes read from a shard log at a time
 _BATCH_ROWS = 16_384  # rows handed to DuckDB at a time (small groups are joined)
 _AHEAD = 8  # groups decoding at a time, per stream
@@ -290,6 +293,8 @@ class Source:
         self.store = store
         self.db = db
         self.groups: list[SealedGroup] = []
+        # the logs in scope of each group in scope, if not all (``keep_rows``)
+        self.picks: dict[tuple[int, int], list[int]] | None = None
         self._streams = itertools.count()
 
     def narrow(
@@ -328,12 +333,30 @@ class Source:
             limit = f"QUALIFY sum(rows) OVER (ORDER BY {order}) - rows < {int(limit_rows[0])}"
         rows = self.db.execute(
             f"SELECT rowid, shard, pos, t_min, t_max, rows, blk, blk_row FROM sealed "
-            f"WHERE {' AND '.join(where)} {limit} ORDER BY shard, pos"
+            f"WHERE {' AND '.join(where)} {limit} ORDER BY shard, pos LIMIT {MAX_GROUPS + 1}"
         ).fetchall()
+        if len(rows) > MAX_GROUPS:  # each takes memory here, and time to read
+            raise ServiceError(
+                ErrorCode.QUERY_TOO_LARGE,
+                f"the query would read more than {MAX_GROUPS:,} sealed log groups; "
+                "narrow the time range",
+            )
         groups = [SealedGroup(*(int(v) for v in row)) for row in rows]
         if blocks is not None:
             groups = self._in_blocks(groups, blocks, unfiltered=unfiltered)
         self.groups = groups
+        self.picks = None
+
+    def keep_rows(self, rids: list[int]) -> None:
+        """Keep in scope only the sealed logs among the row ids ``rids`` (those of
+        kept rows are not in scope anyway): the statements read just those logs."""
+        wanted: dict[int, list[int]] = {}
+        for rid in rids:
+            if rid < 0:
+                number = -1 - rid
+                wanted.setdefault(number >> _IDX_BITS, []).append(number & _IDX_MASK)
+        self.groups = [g for g in self.groups if g.key in wanted]
+        self.picks = {(g.shard, g.pos): wanted[g.key] for g in self.groups}
 
     def around(self, shard: int, position: int, back: int, forward: int) -> None:
         """Keep in scope the sealed groups that may hold the ``back`` logs before
@@ -374,6 +397,8 @@ class Source:
         groups = self.groups
         if blocks is not None:
             groups = self._in_blocks(groups, blocks)
+        if only is None:
+            only = self.picks
         if only is not None:
             groups = [g for g in groups if (g.shard, g.pos) in only]
         if not groups:
@@ -384,7 +409,12 @@ class Source:
         names = [n for n in _TYPES if n == "t" or re.search(rf"\b{n}\b", sql)]
         if ROWID in sql:
             names.append("rid")
-        schema = pa.schema([(n, _TYPES[n]) for n in names] + [(c, _FIELD) for c in fields])
+        # a page's few logs go as plain strings; whole groups as dictionaries
+        text = pa.string() if only is not None else _FIELD
+        schema = pa.schema(
+            [(n, text if n in ("topic", "source") else _TYPES[n]) for n in names]
+            + [(c, text) for c in fields]
+        )
         listed = ", ".join(f'"{n}"' for n in names + fields if n != "rid")
         rid = ", rowid AS rid" if ROWID in sql else ""
 
@@ -419,10 +449,10 @@ class Source:
         rows = 0
         try:
             for group, stored in self._stored(groups, lambda g: _cached(cache, g, kept)):
-                picks = None if only is None else only[(group.shard, group.pos)]
+                picks = None if only is None else sorted(set(only[(group.shard, group.pos)]))
                 if isinstance(stored, dict):  # cached: nothing to wait for
                     done: Future[pa.Table] = Future()
-                    done.set_result(_conform(stored, group, schema, picks))
+                    done.set_result(_group_table(group, stored, schema, fields, cache, picks))
                     jobs.append(done)
                 else:
                     jobs.append(
@@ -433,12 +463,12 @@ class Source:
                     pending.append(table)
                     rows += table.num_rows
                     if rows >= _BATCH_ROWS:
-                        yield from pa.concat_tables(pending).to_batches()
+                        yield from _joined(pending, schema)
                         pending, rows = [], 0
             while jobs:
                 pending.append(jobs.popleft().result())
             if pending:
-                yield from pa.concat_tables(pending).to_batches()
+                yield from _joined(pending, schema)
         finally:
             for job in jobs:  # abandoned (the query was stopped): drop what is queued
                 job.cancel()
@@ -510,9 +540,9 @@ def _group_table(
     cache: ColumnCache,
     picks: list[int] | None = None,
 ) -> pa.Table:
-    """One sealed group's rows as the stream's columns (in a decoding thread):
-    the cached columns, or decoded from the stored record (and then cached, unless
-    only the logs ``picks`` are wanted: a page of logs is read once)."""
+    """One sealed group's rows (those at ``picks``, if given) as the stream's
+    columns (in a decoding thread): the cached columns, or decoded from the stored
+    record (and then cached: a page of logs read once is often read again)."""
     kept = _kept(schema, fields)
     if isinstance(source, dict):
         columns = source
@@ -520,12 +550,8 @@ def _group_table(
         comp, raw_size, logs, payload = source
         wanted = {fields[n] for n in kept if n in fields}
         base = {"t", *_GROUP} if "group" in kept else {"t"}
-        table = _rows(
-            payload, comp, raw_size, logs, group.shard, group.pos, wanted, base, picks is None
-        )
-        if picks is not None:
-            table = _dictionary_fields(table.take(pa.array(picks, pa.int64())))
-        if table.num_rows != (group.rows if picks is None else len(picks)):
+        table = _rows(payload, comp, raw_size, logs, group.shard, group.pos, wanted, base)
+        if table.num_rows != group.rows:
             raise ServiceError(
                 ErrorCode.INTERNAL,
                 f"log group {group.pos} of shard {group.shard} does not match its index entry",
@@ -543,10 +569,7 @@ def _group_table(
                 columns[name] = table[FIELD_PREFIX + fields[name]].combine_chunks()
             else:  # a field the group does not have
                 columns[name] = pa.nulls(table.num_rows, _FIELD)
-            if picks is None:
-                cache.put((group.shard, group.pos, name), columns[name])
-        if picks is not None:
-            return _conform(columns, group, schema, picks, taken=True)
+            cache.put((group.shard, group.pos, name), columns[name])
     return _conform(columns, group, schema, picks)
 
 
@@ -573,16 +596,16 @@ def _rows(
     position: Position,
     wanted: Collection[str],
     base: Collection[str],
-    dictionaries: bool = True,
 ) -> pa.Table:
+    """A group's rows for a stream (to be cached): every log's, fields as
+    dictionaries."""
     try:
         if comp == COLUMNAR:
             return group_rows(
-                payload, raw_size, logs, shard, position, wanted, base, dictionaries=dictionaries
+                payload, raw_size, logs, shard, position, wanted, base, dictionaries=True
             )
         frame = encode_frame(position, 0, raw_size, logs, Compression(comp), payload)
-        table = _select(decode_frames(frame, shard), wanted, base)
-        return _dictionary_fields(table) if dictionaries else table
+        return _dictionary_fields(_select(decode_frames(frame, shard), wanted, base))
     except (columnar.ColumnarError, ValueError) as exc:
         raise ServiceError(
             ErrorCode.INTERNAL, f"corrupt record {position} of shard {shard}: {exc}"
@@ -594,12 +617,10 @@ def _conform(
     group: SealedGroup,
     schema: pa.Schema,
     picks: list[int] | None = None,
-    *,
-    taken: bool = False,
 ) -> pa.Table:
     """A group's rows (those at ``picks``, if given) with exactly the stream's
-    columns: those given (of every row, or of the picked ones if ``taken``), and
-    the ones that follow from the group (shard, position, index, block, row id)."""
+    columns: those given, and the ones that follow from the group (shard,
+    position, index, block, row id)."""
     if picks is None:
         count = group.rows
         index = _index(count)
@@ -610,10 +631,18 @@ def _conform(
     for name in schema.names:
         if name in columns:
             column = columns[name]
-            arrays.append(column.take(index) if picks is not None and not taken else column)
+            if picks is not None:
+                column = column.take(index)
+            arrays.append(column)  # (a dictionary where the stream has text: ``_joined``)
+        elif picks is not None and name in _FOLLOWS:  # a few logs: plain Python is quicker
+            values = [_follows(name, group, i) for i in picks]
+            arrays.append(pa.array(values, schema.field(name).type))
         elif name in ("topic", "source"):
             values = columns["group"].field(name)
-            arrays.append(pa.DictionaryArray.from_arrays(_zeros(count, pa.int32()), values))
+            if schema.field(name).type == _FIELD:
+                arrays.append(pa.DictionaryArray.from_arrays(_zeros(count, pa.int32()), values))
+            else:
+                arrays.append(_repeat(values, count))
         elif name == "tags":
             arrays.append(pc.take(columns["group"].field(name), _zeros(count, pa.int64())))
         elif name == "shard":
@@ -633,7 +662,35 @@ def _conform(
             arrays.append(pc.subtract(-1 - (group.key << _IDX_BITS), index))
         else:  # extra: sealed groups have no overflow fields (``IndexStore.seal``)
             arrays.append(pa.nulls(count, MAP_TYPE))
-    return pa.table(arrays, schema=schema)
+    return pa.table(arrays, names=schema.names)
+
+
+def _joined(tables: list[pa.Table], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Groups' rows as the stream's batches: cached dictionaries become text
+    where the stream has text (a page's few logs), all groups at once."""
+    table = pa.concat_tables(tables, promote_options="permissive")
+    for number, field in enumerate(schema):
+        if table.schema.field(number).type != field.type:
+            table = table.set_column(number, field.name, table.column(number).cast(field.type))
+    return iter(table.to_batches())
+
+
+_FOLLOWS = ("shard", "pos", "idx", "blk", "rid")  # what follows from a group and index
+
+
+def _follows(name: str, group: SealedGroup, index: int) -> int:
+    """Column ``name`` of log ``index`` of ``group`` (see ``_conform``)."""
+    if name == "shard":
+        return group.shard
+    if name == "pos":
+        return group.pos
+    if name == "idx":
+        return index
+    if name == "blk":
+        if group.blk < 0:
+            return group.blk
+        return group.blk + (group.blk_row + index) // tokens.BLOCK_ROWS
+    return -1 - ((group.key << _IDX_BITS) | index)  # rid
 
 
 _INDEXES = pa.array(range(1 << 16), pa.int64())

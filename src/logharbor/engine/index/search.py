@@ -348,6 +348,16 @@ class Compiler:
         self.columns = columns
         self.candidates = candidates
         self.logs = logs
+        # the rows a rare word was found in, by node: ``required_rows`` reads them
+        self._hits: dict[int, list[int]] = {}
+
+    def required_rows(self, node: Node) -> list[int] | None:
+        """After ``compile(node)``: the row ids every match must be among (those a
+        rare word of the search was looked up in, when every match needs the
+        word: the search is the word, or an ``and`` of it), or None."""
+        terms = node.children if isinstance(node, And) else (node,)
+        found = [self._hits[id(t)] for t in terms if id(t) in self._hits]
+        return min(found, key=len) if found else None
 
     def compile(self, node: Node) -> str:
         if isinstance(node, All):
@@ -429,16 +439,20 @@ class Compiler:
             # anywhere else), and hand the outer query their row ids; a common word
             # beside a rare one is left to the query, which reads the rare one's
             # blocks only
-            scans = " UNION ALL ".join(
-                f"SELECT {ROWID} AS r FROM {LOGS} WHERE {_within(blocks or set())} AND {token}"
-                for token, blocks in matches
-            )
-            where = set().union(*(blocks or set() for _, blocks in matches))
-            statement = self.logs.statement(
-                f"SELECT DISTINCT r FROM ({scans}) LIMIT {_MAX_HITS + 1}", blocks=where
-            )
-            hits = [int(r) for (r,) in self.logs.db.execute(statement).fetchall()]
+            found: set[int] = set()
+            for token, blocks in matches:  # a scan each: each reads one field's blocks
+                within = blocks or set()
+                statement = self.logs.statement(
+                    f"SELECT DISTINCT {ROWID} FROM {LOGS} WHERE {_within(within)} AND {token} "
+                    f"LIMIT {_MAX_HITS + 1}",
+                    blocks=within,
+                )
+                found.update(int(r) for (r,) in self.logs.db.execute(statement).fetchall())
+                if len(found) > _MAX_HITS:
+                    break
+            hits = sorted(found)
             if len(hits) <= _MAX_HITS:
+                self._hits[id(node)] = hits
                 if not hits:
                     return "FALSE"
                 listed = ", ".join(str(r) for r in sorted(hits))
