@@ -29,6 +29,7 @@ from logharbor.engine.index.store import BASE_SCHEMA
 from logharbor.engine.types import NANOS_PER_SECOND
 from logharbor.protocol.codec import Compression, encode_frame, length_delimited
 from logharbor.protocol.errors import ErrorCode, ServiceError
+from test_search import ACCESS_INDEX
 
 ZSTD = zstandard.ZstdCompressor(level=3)
 T0 = 1_800_000_000
@@ -144,19 +145,8 @@ def make_engine(path: Path) -> Engine:
     )
     eng.create_project("shop")
     eng.create_logstore("shop", "access", shard_count=2)
-    eng.create_index(
-        "shop",
-        "access",
-        {
-            "line": {"token": list(" ,;=()[]{}?@&<>/:\n\t\r\"'"), "caseSensitive": False},
-            "keys": {
-                "status": {"type": "text"},
-                "latency": {"type": "long"},
-                "path": {"type": "text", "token": ["/"]},
-                "doc": {"type": "json"},
-            },
-        },
-    )
+    keys = {**ACCESS_INDEX["keys"], "doc": {"type": "json"}}
+    eng.create_index("shop", "access", {**ACCESS_INDEX, "keys": keys})
     return eng
 
 

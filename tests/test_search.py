@@ -52,23 +52,22 @@ ACCESS_LOGS = [
 ]
 
 
+ACCESS_INDEX = {
+    "line": {"token": list(" ,;=()[]{}?@&<>/:\n\t\r\"'"), "caseSensitive": False},
+    "keys": {
+        "status": {"type": "text"},
+        "latency": {"type": "long"},
+        "path": {"type": "text", "token": ["/"]},
+    },
+}
+
+
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     eng = Engine(EngineConfig(ingest_workers=0, data_dir=tmp_path / "e", retention_interval=3600))
     eng.create_project("shop")
     eng.create_logstore("shop", "access", shard_count=2)
-    eng.create_index(
-        "shop",
-        "access",
-        {
-            "line": {"token": list(" ,;=()[]{}?@&<>/:\n\t\r\"'"), "caseSensitive": False},
-            "keys": {
-                "status": {"type": "text"},
-                "latency": {"type": "long"},
-                "path": {"type": "text", "token": ["/"]},
-            },
-        },
-    )
+    eng.create_index("shop", "access", ACCESS_INDEX)
     for i, contents in enumerate(ACCESS_LOGS):
         eng.put(
             "shop",

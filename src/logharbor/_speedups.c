@@ -1651,6 +1651,21 @@ done:
     return error;
 }
 
+/* For reading key ``name_id`` of a version-2 head: the head parsed into ``h``, an
+ * int32 per log (and ``extra`` more) in ``out`` and a zeroed validity bitmap. */
+static const char *open_column(Py_buffer *head, uint64_t name_id, uint64_t extra, Head *h,
+                               PyObject **out, PyObject **validity) {
+    const char *error = parse_head(head->buf, (const uint8_t *)head->buf + head->len, h);
+    if (error == NULL && name_id >= h->name_count) error = "no such key in the head";
+    if (error == NULL && h->logs > (uint64_t)head->len * 8) error = "columnar head of too many logs";
+    if (error != NULL) return error;
+    *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((h->logs + extra) * 4));
+    *validity = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((h->logs + 7) / 8));
+    if (*out == NULL || *validity == NULL) return "out of memory";
+    memset(PyBytes_AS_STRING(*validity), 0, (size_t)((h->logs + 7) / 8));
+    return NULL;
+}
+
 static PyObject *columnar_column(PyObject *module, PyObject *args) {
     Py_buffer head, section;
     unsigned long long name_id, limit;
@@ -1659,15 +1674,7 @@ static PyObject *columnar_column(PyObject *module, PyObject *args) {
     Buf lengths = {NULL, 0, 0}, values = {NULL, 0, 0}, data = {NULL, 0, 0};
     PyObject *offsets = NULL, *validity = NULL, *result = NULL;
     int missing = 0, utf8 = 1;
-    const char *error = parse_head(head.buf, (const uint8_t *)head.buf + head.len, &h);
-    if (error == NULL && name_id >= h.name_count) error = "no such key in the head";
-    if (error == NULL && h.logs > (uint64_t)head.len * 8) error = "columnar head of too many logs";
-    if (error == NULL) {
-        offsets = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((h.logs + 1) * 4));
-        validity = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((h.logs + 7) / 8));
-        if (offsets == NULL || validity == NULL) error = "out of memory";
-        else memset(PyBytes_AS_STRING(validity), 0, (size_t)((h.logs + 7) / 8));
-    }
+    const char *error = open_column(&head, name_id, 1, &h, &offsets, &validity);
     if (error == NULL) {
         int32_t *out = (int32_t *)PyBytes_AS_STRING(offsets);
         uint8_t *valid = (uint8_t *)PyBytes_AS_STRING(validity);
@@ -1793,15 +1800,7 @@ static PyObject *columnar_dictionary(PyObject *module, PyObject *args) {
     uint32_t *occurs = NULL;
     PyObject *indices = NULL, *validity = NULL, *result = NULL;
     int missing = 0, not_dictionary = 0;
-    const char *error = parse_head(head.buf, (const uint8_t *)head.buf + head.len, &h);
-    if (error == NULL && name_id >= h.name_count) error = "no such key in the head";
-    if (error == NULL && h.logs > (uint64_t)head.len * 8) error = "columnar head of too many logs";
-    if (error == NULL) {
-        indices = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(h.logs * 4));
-        validity = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((h.logs + 7) / 8));
-        if (indices == NULL || validity == NULL) error = "out of memory";
-        else memset(PyBytes_AS_STRING(validity), 0, (size_t)((h.logs + 7) / 8));
-    }
+    const char *error = open_column(&head, name_id, 0, &h, &indices, &validity);
     if (error == NULL) {
         int32_t *out = (int32_t *)PyBytes_AS_STRING(indices);
         uint8_t *valid = (uint8_t *)PyBytes_AS_STRING(validity);

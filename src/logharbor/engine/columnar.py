@@ -48,12 +48,16 @@ they are not built (tests compare the two).
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import zstandard
 
 from .._native import speedups
 from ..protocol.codec import encode_varint
 
+T = TypeVar("T")
 VERSION = 1  # the body as ``pack_body`` writes it
 TYPED_VERSION = 2  # the body as stored: each key's values typed (``typed_parts``)
 # From this raw size up each key's section is its own zstd frame (what a query
@@ -504,24 +508,29 @@ def _section_values(section: bytes, limit: int) -> list[bytes]:
     raise ColumnarError(f"unknown column kind {kind}")
 
 
+def _c(name: str, *args: object) -> Any:
+    """The C speedups' function ``name`` on ``args``; its ValueError (corrupt
+    data) as a ``ColumnarError``."""
+    try:
+        return getattr(speedups, name)(*args)
+    except ValueError as exc:
+        raise ColumnarError(str(exc)) from None
+
+
+def _native(name: str, python: Callable[..., T], *args: object) -> T:
+    """``_c(name, *args)``, or the Python reference when the speedups are not built."""
+    if speedups is None:
+        return python(*args)
+    result: T = _c(name, *args)
+    return result
+
+
 def type_column(lengths: bytes, values: bytes) -> bytes:
-    if speedups is not None:
-        try:
-            result: bytes = speedups.columnar_type(lengths, values)
-        except ValueError as exc:
-            raise ColumnarError(str(exc)) from None
-        return result
-    return _type_column_python(lengths, values)
+    return _native("columnar_type", _type_column_python, lengths, values)
 
 
 def untype_column(section: bytes, limit: int) -> tuple[bytes, bytes]:
-    if speedups is not None:
-        try:
-            result: tuple[bytes, bytes] = speedups.columnar_untype(section, limit)
-        except ValueError as exc:
-            raise ColumnarError(str(exc)) from None
-        return result
-    return _untype_column_python(section, limit)
+    return _native("columnar_untype", _untype_column_python, section, limit)
 
 
 # ------------------------------------------------- the typed body (version 2)
@@ -635,13 +644,7 @@ def pack_body(raw: bytes) -> bytes | None:
 def unpack_body(body: bytes, raw_size: int) -> bytes:
     """The LogGroup bytes a columnar body rebuilds; ``ColumnarError`` if it is
     corrupt or does not rebuild exactly ``raw_size`` bytes."""
-    if speedups is not None:
-        try:
-            result: bytes = speedups.columnar_unpack(body, raw_size)
-        except ValueError as exc:
-            raise ColumnarError(str(exc)) from None
-        return result
-    return _unpack_python(body, raw_size)
+    return _native("columnar_unpack", _unpack_python, body, raw_size)
 
 
 def pack(raw: bytes, compressor: zstandard.ZstdCompressor) -> bytes | None:
@@ -682,6 +685,18 @@ def unpack(payload: bytes, raw_size: int) -> bytes:
     return unpack_body(untyped_body(_decompress(_frames(payload), limit), limit), raw_size)
 
 
+_LOCAL = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor (making one costs more than a small frame's
+    decompression; one may not be shared between threads)."""
+    found: zstandard.ZstdDecompressor | None = getattr(_LOCAL, "decompressor", None)
+    if found is None:
+        found = _LOCAL.decompressor = zstandard.ZstdDecompressor()
+    return found
+
+
 def _decompress(frames: list[bytes], limit: int) -> bytes:
     """Zstd frames decompressed back to back, refused past ``limit`` bytes."""
     try:
@@ -691,7 +706,7 @@ def _decompress(frames: list[bytes], limit: int) -> bytes:
         declared = sum(sizes)
         if declared > limit:  # without a declared size, decompress() refuses it
             raise ColumnarError(f"columnar payload declares {declared} bytes")
-        decompressor = zstandard.ZstdDecompressor()
+        decompressor = _decompressor()
         if len(frames) == 1:
             result: bytes = decompressor.decompress(frames[0])
             return result
@@ -740,22 +755,16 @@ class TypedGroup:
 
     def times(self) -> bytes:
         """Each log's time in nanoseconds, as native int64s."""
-        try:
-            result: bytes = speedups.columnar_times(self.head)
-        except ValueError as exc:
-            raise ColumnarError(str(exc)) from None
+        result: bytes = _c("columnar_times", self.head)
         return result
 
     def column(self, name_id: int) -> tuple[bytes, bytes, bytes | None, bool]:
         """The first value of key ``name_id`` in each log, as the buffers of an
         Arrow string array: (int32 offsets, data, validity bitmap or None when
         every log has the key, whether every value is UTF-8)."""
-        try:
-            result: tuple[bytes, bytes, bytes | None, bool] = speedups.columnar_column(
-                self.head, self._section(name_id), name_id, self._limit
-            )
-        except ValueError as exc:
-            raise ColumnarError(str(exc)) from None
+        result: tuple[bytes, bytes, bytes | None, bool] = _c(
+            "columnar_column", self.head, self._section(name_id), name_id, self._limit
+        )
         return result
 
     def dictionary(self, name_id: int) -> tuple[bytes, bytes, bytes, bytes | None, bool] | None:
@@ -764,12 +773,9 @@ class TypedGroup:
         data; validity bitmap or None; whether every value is UTF-8), when its
         values are a dictionary or integers of at most 256 distinct values;
         else None (``column``)."""
-        try:
-            result: tuple[bytes, bytes, bytes, bytes | None, bool] | None = (
-                speedups.columnar_dictionary(self.head, self._section(name_id), name_id)
-            )
-        except ValueError as exc:
-            raise ColumnarError(str(exc)) from None
+        result: tuple[bytes, bytes, bytes, bytes | None, bool] | None = _c(
+            "columnar_dictionary", self.head, self._section(name_id), name_id
+        )
         return result
 
     def _section(self, name_id: int) -> bytes:

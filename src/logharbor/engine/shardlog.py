@@ -118,7 +118,8 @@ def _segment_base(name: str) -> tuple[Position, bool] | None:
     return None
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a directory's entries (files created, renamed, deleted) durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -319,7 +320,7 @@ class ShardLog:
                 segment.fd = None
         if self._new_dir_entry:
             if self.durable:
-                _fsync_dir(self.directory)
+                fsync_directory(self.directory)
             self._new_dir_entry = False
 
     def publish(self) -> None:
@@ -386,7 +387,7 @@ class ShardLog:
                 segment.fd = None
             segment.path.unlink(missing_ok=True)
         if segments and self.durable:
-            _fsync_dir(self.directory)
+            fsync_directory(self.directory)
 
     # ---------------------------------------------------------- compaction
 
@@ -458,7 +459,7 @@ class ShardLog:
             return None
         os.replace(tmp, target)
         if self.durable:
-            _fsync_dir(self.directory)
+            fsync_directory(self.directory)
         replacement = Segment(segment.base, target, compacted=True)
         self._scan(replacement, verify=False, cut=False)
         if replacement.count != segment.count:
@@ -488,7 +489,7 @@ class ShardLog:
             return False
         segment.path.unlink(missing_ok=True)
         if self.durable:
-            _fsync_dir(self.directory)
+            fsync_directory(self.directory)
         return True
 
     def _close_active(self) -> None:
@@ -496,7 +497,7 @@ class ShardLog:
         if active.fd is not None and not active.dirty:
             if self.durable:
                 os.fsync(active.fd)
-                _fsync_dir(self.directory)
+                fsync_directory(self.directory)
             self._new_dir_entry = False
             os.close(active.fd)
             active.fd = None

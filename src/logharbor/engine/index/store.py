@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...protocol.errors import ErrorCode, ServiceError
-from ..shardlog import ShardLog
+from ..shardlog import ShardLog, fsync_directory
 from ..types import Position, ShardId
 from . import tokens
 
@@ -288,7 +288,7 @@ class IndexStore:
                 self._db.close()
                 _copy_database(self.path, _rewrite_path(self.path), self._settings)
                 os.replace(_rewrite_path(self.path), self.path)
-                _fsync_directory(self.path.parent)
+                fsync_directory(self.path.parent)
             finally:
                 self._connect()  # the new file, or the old one if the copy failed
                 with self._state:
@@ -569,14 +569,6 @@ def _copy_database(
     finally:
         db.close()
     fd = os.open(target, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
