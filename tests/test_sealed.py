@@ -429,3 +429,21 @@ def test_a_query_over_too_many_sealed_groups_is_refused(
     assert "narrow the time range" in caught.value.message
     narrow = (T0 * NANOS_PER_SECOND, (T0 + 5 * 60) * NANOS_PER_SECOND)  # five groups
     assert engine.query("shop", "access", "* | select count(*)", *narrow).rows == [(5 * 150,)]
+
+
+def test_the_query_cache_is_a_metric(engine: Engine) -> None:
+    from logharbor.server.metrics import _EngineCollector as EngineCollector
+
+    seal_everything(engine)
+    for _ in range(2):  # the second query finds what the first decoded
+        engine.query("shop", "access", "* | select count(*)", *WIDE)
+    found = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in EngineCollector(engine).collect()
+        for sample in family.samples
+    }
+    where = (("logstore", "access"), ("project", "shop"))
+    assert 0 < found[("logharbor_query_cache_bytes", where)] <= 256 << 20
+    hits = found[("logharbor_query_cache_reads_total", (*where, ("result", "hit")))]
+    misses = found[("logharbor_query_cache_reads_total", (*where, ("result", "miss")))]
+    assert hits >= misses > 0

@@ -733,6 +733,20 @@ class Engine:
             found.append((runtime.info.project, runtime.info.name, shards, index_bytes))
         return found
 
+    def query_caches(self) -> list[tuple[str, str, int, int, int]]:
+        """(project, logstore, bytes held, columns found, columns not found) of the
+        cache of sealed columns of every indexed logstore."""
+        return [
+            (
+                runtime.info.project,
+                runtime.info.name,
+                store.sealed_cache.size,
+                store.sealed_cache.hits,
+                store.sealed_cache.misses,
+            )
+            for store, runtime in self._indexed_stores()
+        ]
+
     def index_lags(self) -> list[tuple[str, str, int]]:
         """(project, logstore, log groups written but not yet searchable) of every
         indexed logstore."""

@@ -226,12 +226,17 @@ class ColumnCache:
         self._entries: OrderedDict[tuple[int, int, str], pa.Array] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self.hits = 0  # columns found (the metrics export these)
+        self.misses = 0
 
     def get(self, key: tuple[int, int, str]) -> pa.Array | None:
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
                 self._entries.move_to_end(key)
+                self.hits += 1
+            else:
+                self.misses += 1
             return found
 
     def put(self, key: tuple[int, int, str], array: pa.Array) -> None:
