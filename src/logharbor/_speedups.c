@@ -1467,9 +1467,19 @@ typedef struct {
     uint64_t logs, name_count, schema_count;
     UnpackSchema *schemas;
     Stream streams[3]; /* schema ids, time deltas, nanoseconds */
+    Stream prefix, suffix;
+    const uint8_t *names;    /* the first name's length */
+    const uint8_t *sections; /* the first section size */
 } Head;
 
+static const char *parse_head_of(const uint8_t *p, const uint8_t *end, Head *h, int exact);
+
 static const char *parse_head(const uint8_t *p, const uint8_t *end, Head *h) {
+    return parse_head_of(p, end, h, 1);
+}
+
+/* ``exact``: the head alone; else the sections may follow it */
+static const char *parse_head_of(const uint8_t *p, const uint8_t *end, Head *h, int exact) {
     Stream s = {p, end};
     uint64_t version, len, flags, id;
     const char *truncated = "truncated columnar head";
@@ -1479,10 +1489,13 @@ static const char *parse_head(const uint8_t *p, const uint8_t *end, Head *h) {
     if (stream_varint(&s, &h->logs) < 0) return truncated;
     for (int i = 0; i < 2; i++) { /* prefix, suffix */
         if (stream_varint(&s, &len) < 0 || len > (uint64_t)(s.end - s.at)) return truncated;
-        s.at += len;
+        Stream *part = i ? &h->suffix : &h->prefix;
+        part->at = s.at;
+        part->end = s.at += len;
     }
     if (stream_varint(&s, &h->name_count) < 0) return truncated;
     if (h->name_count > COLUMNAR_MAX_NAMES) return "too many columnar keys";
+    h->names = s.at;
     for (uint64_t i = 0; i < h->name_count; i++) {
         if (stream_varint(&s, &len) < 0 || len > (uint64_t)(s.end - s.at)) return truncated;
         s.at += len;
@@ -1504,6 +1517,7 @@ static const char *parse_head(const uint8_t *p, const uint8_t *end, Head *h) {
     uint64_t sizes[3];
     for (int i = 0; i < 3; i++)
         if (stream_varint(&s, &sizes[i]) < 0) return truncated;
+    h->sections = s.at;
     for (uint64_t i = 0; i < h->name_count; i++)
         if (stream_varint(&s, &len) < 0) return truncated;
     for (int i = 0; i < 3; i++) {
@@ -1511,7 +1525,7 @@ static const char *parse_head(const uint8_t *p, const uint8_t *end, Head *h) {
         h->streams[i].at = s.at;
         h->streams[i].end = s.at += sizes[i];
     }
-    if (s.at != s.end) return "columnar head of the wrong size";
+    if (exact && s.at != s.end) return "columnar head of the wrong size";
     return NULL;
 }
 
@@ -1519,6 +1533,51 @@ static PyObject *head_error(const char *error) {
     if (strcmp(error, "out of memory") == 0) return PyErr_NoMemory();
     PyErr_SetString(PyExc_ValueError, error);
     return NULL;
+}
+
+/* columnar_head(data) -> (logs, prefix, suffix, names, head size, section sizes):
+ * a version-2 head (which its sections may follow) read for TypedGroup. */
+static PyObject *columnar_head(PyObject *module, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    Head h;
+    const uint8_t *start = view.buf;
+    const char *error = parse_head_of(start, start + view.len, &h, 0);
+    PyObject *names = NULL, *sizes = NULL, *result = NULL;
+    if (error == NULL) {
+        names = PyList_New((Py_ssize_t)h.name_count);
+        sizes = PyList_New((Py_ssize_t)h.name_count);
+        if (names == NULL || sizes == NULL) error = "out of memory";
+    }
+    Stream at = {h.names, start + view.len}, size_at = {h.sections, start + view.len};
+    for (uint64_t i = 0; error == NULL && i < h.name_count; i++) {
+        uint64_t len, size;
+        stream_varint(&at, &len); /* checked by parse_head_of */
+        stream_varint(&size_at, &size);
+        PyObject *name = PyBytes_FromStringAndSize((const char *)at.at, (Py_ssize_t)len);
+        PyObject *number = PyLong_FromUnsignedLongLong(size);
+        if (name == NULL || number == NULL) {
+            Py_XDECREF(name);
+            Py_XDECREF(number);
+            error = "out of memory";
+            break;
+        }
+        PyList_SET_ITEM(names, (Py_ssize_t)i, name);
+        PyList_SET_ITEM(sizes, (Py_ssize_t)i, number);
+        at.at += len;
+    }
+    if (error == NULL)
+        result = Py_BuildValue(
+            "(Ky#y#OnO)", (unsigned long long)h.logs, (const char *)h.prefix.at,
+            (Py_ssize_t)(h.prefix.end - h.prefix.at), (const char *)h.suffix.at,
+            (Py_ssize_t)(h.suffix.end - h.suffix.at), names,
+            (Py_ssize_t)(h.streams[2].end - start), sizes);
+    free(h.schemas);
+    Py_XDECREF(names);
+    Py_XDECREF(sizes);
+    PyBuffer_Release(&view);
+    if (error != NULL) return head_error(error);
+    return result;
 }
 
 static const char *log_times(Head *h, int64_t *out) {
@@ -1883,6 +1942,8 @@ static PyMethodDef methods[] = {
      "columnar_unpack(body, raw_size) -> the log group it rebuilds; ValueError if corrupt."},
     {"columnar_type", columnar_type, METH_VARARGS,
      "columnar_type(lengths, values) -> one key's values as a typed section."},
+    {"columnar_head", columnar_head, METH_O,
+     "columnar_head(data) -> (logs, prefix, suffix, names, head size, section sizes)."},
     {"columnar_times", columnar_times, METH_O,
      "columnar_times(head) -> each log's time in ns, as int64 bytes."},
     {"columnar_column", columnar_column, METH_VARARGS,

@@ -536,11 +536,10 @@ def untype_column(section: bytes, limit: int) -> tuple[bytes, bytes]:
 # ------------------------------------------------- the typed body (version 2)
 
 
-def _layout(body: bytes, version: int, *, parts: bool = True) -> tuple[int, int, int, list[int]]:
+def _layout(body: bytes, version: int) -> tuple[int, int, int, list[int]]:
     """Where a body's parts are: (end of the key sequences, end of the stream
     sizes, end of the schema, time and nanosecond streams, each key's part sizes:
-    two per key in version 1 (lengths, values), one in version 2 (its section)).
-    ``parts`` False: ``body`` is a version-2 head alone, without the sections."""
+    two per key in version 1 (lengths, values), one in version 2 (its section))."""
     try:
         found, pos = _get64(body, 0)
         if found != version:
@@ -576,7 +575,7 @@ def _layout(body: bytes, version: int, *, parts: bool = True) -> tuple[int, int,
     except IndexError:
         raise ColumnarError("truncated columnar body") from None
     sizes_end = pos
-    if pos + streams + (sum(sizes) if parts else 0) != len(body):
+    if pos + streams + sum(sizes) != len(body):
         raise ColumnarError("columnar streams do not fill the body")
     return schemas_end, sizes_end, sizes_end + streams, sizes
 
@@ -730,28 +729,20 @@ class TypedGroup:
         self._frames = frames
         self._limit = limit
         first = _decompress(frames[:1], limit)
-        _, _, streams_end, sizes = _layout(first, TYPED_VERSION, parts=len(frames) == 1)
+        logs, prefix, suffix, names, streams_end, sizes = _c("columnar_head", first)
+        self.logs: int = logs
+        self.prefix: bytes = prefix
+        self.suffix: bytes = suffix
+        self.names: list[bytes] = names
         self.head = first[:streams_end]
-        self._sizes = sizes
+        self._sizes: list[int] = sizes
         self._sections: list[bytes] | None = None
         if len(frames) == 1:  # small group: the sections follow the head
+            if streams_end + sum(sizes) != len(first):
+                raise ColumnarError("columnar sections do not fill the body")
             self._sections = _split(first[streams_end:], sizes)
-        elif len(frames) != 1 + len(sizes):
+        elif len(frames) != 1 + len(sizes) or streams_end != len(first):
             raise ColumnarError("columnar frames do not match the keys")
-        logs, pos = _get64(self.head, 1)
-        self.logs = logs
-        parts = []
-        for _ in range(2):
-            length, pos = _get64(self.head, pos)
-            parts.append(self.head[pos : pos + length])
-            pos += length
-        self.prefix, self.suffix = parts
-        count, pos = _get64(self.head, pos)
-        self.names: list[bytes] = []
-        for _ in range(count):
-            length, pos = _get64(self.head, pos)
-            self.names.append(self.head[pos : pos + length])
-            pos += length
 
     def times(self) -> bytes:
         """Each log's time in nanoseconds, as native int64s."""
