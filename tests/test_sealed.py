@@ -24,6 +24,7 @@ from groups import log_group_bytes, prepared
 from logharbor._native import speedups
 from logharbor.engine import Engine, EngineConfig, columnar
 from logharbor.engine.index import sealed, tokens
+from logharbor.engine.index import store as store_module
 from logharbor.engine.index.indexer import decode_frames
 from logharbor.engine.index.store import BASE_SCHEMA
 from logharbor.engine.types import NANOS_PER_SECOND
@@ -141,6 +142,7 @@ def make_engine(path: Path) -> Engine:
             retention_interval=3600,  # maintenance runs when the test asks
             segment_bytes=40_000,  # a few log groups per segment
             segment_seconds=0,  # every segment is sealed at the next pass
+            seal_min_group_logs=100,  # (these log groups hold 150 logs)
         )
     )
     eng.create_project("shop")
@@ -318,7 +320,12 @@ def test_sealed_groups_survive_a_restart_and_retention_drops_them(
     before = answers(engine)
     engine.close()
     reopened = Engine(
-        EngineConfig(ingest_workers=0, data_dir=tmp_path / "e", retention_interval=3600)
+        EngineConfig(
+            ingest_workers=0,
+            data_dir=tmp_path / "e",
+            retention_interval=3600,
+            seal_min_group_logs=100,
+        )
     )
     try:
         assert answers(reopened) == before
@@ -429,6 +436,111 @@ def test_a_query_over_too_many_sealed_groups_is_refused(
     assert "narrow the time range" in caught.value.message
     narrow = (T0 * NANOS_PER_SECOND, (T0 + 5 * 60) * NANOS_PER_SECOND)  # five groups
     assert engine.query("shop", "access", "* | select count(*)", *narrow).rows == [(5 * 150,)]
+    # what counts is what the query reads: the token filter leaves a rare word's groups
+    assert engine.query("shop", "access", RARE, *WIDE).matched == 1
+
+
+def test_small_log_groups_stay_in_the_index(tmp_path: Path) -> None:
+    """Queries read sealed logs a log group at a time: groups of a few logs would
+    make them slow, so a segment of such groups keeps its rows in the index."""
+    eng = make_engine(tmp_path / "small")
+    try:
+        store, _, _ = eng._indexed("shop", "access")
+        store.seal_min_logs = 256  # these groups hold 150 logs
+        fill(eng, range(10))
+        assert rows_kept_by_the_index(eng) == 10 * 150
+        assert eng.run_compaction() > 0
+        for shard_id, shard in eng._runtime("shop", "access").shards.items():
+            for base, count in shard.compacted():
+                assert store.seal(shard_id, base, count) == 0
+        assert rows_kept_by_the_index(eng) == 10 * 150 and not store.has_sealed
+    finally:
+        eng.close()
+
+
+def test_the_word_rid_in_sql_beside_a_rare_word(engine: Engine, tmp_path: Path) -> None:
+    # (the row ids of a rare word's rows travel as a column of that name)
+    query = f"msg: {RARE} | select msg, count(*) as rid group by msg"
+    before = engine.query("shop", "access", query, *WIDE).rows
+    seal_everything(engine)
+    assert (
+        engine.query("shop", "access", query, *WIDE).rows == before == [(f"a {RARE} was seen", 1)]
+    )
+
+
+def test_shard_logs_are_found_without_the_engines_lock(engine: Engine) -> None:
+    """Deleting an index holds the engine's lock while it closes the store, which
+    waits for running queries: a query must not need that lock to read sealed logs
+    (it waited 10 s, then the deletion failed halfway)."""
+    store, _, _ = engine._indexed("shop", "access")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with engine._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(5)
+        assert store.shard_logs is not None and set(store.shard_logs()) == {0, 1}
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_a_failed_rewrite_leaves_the_index_working(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _, _ = engine._indexed("shop", "access")
+    seal_everything(engine)
+    engine.indexer.close()  # its idle passes look at the file too
+    before = answers(engine)
+
+    def fail(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_module, "_copy_database", fail)
+    store.emptied = True
+    with pytest.raises(OSError):
+        store.rewrite_if_sparse(min_free=0, share=0.0)
+    assert answers(engine) == before  # queries are not held back, the old file serves
+
+
+def test_a_corrupt_sealed_record_is_an_error_of_the_server_not_of_the_query(
+    engine: Engine, tmp_path: Path
+) -> None:
+    seal_everything(engine)
+    engine.close()
+    (segment, *_) = sorted((tmp_path / "e" / "shards").rglob("*-z.log"))
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside a record: its checksum no longer matches
+    segment.write_bytes(bytes(data))
+    reopened = Engine(
+        EngineConfig(
+            ingest_workers=0,
+            data_dir=tmp_path / "e",
+            retention_interval=3600,
+            seal_min_group_logs=100,
+        )
+    )
+    try:
+        with pytest.raises(ServiceError) as caught:
+            reopened.query("shop", "access", "* | select count(*), max(msg)", *WIDE)
+        assert caught.value.code is ErrorCode.INTERNAL
+        assert "corrupt record" in caught.value.message
+    finally:
+        reopened.close()
+
+
+def test_the_cache_counts_what_its_entries_cost_beyond_their_buffers() -> None:
+    cache = sealed.ColumnCache(1 << 20)
+    for n in range(10_000):  # tiny columns: a log group of one log each
+        cache.put((0, n, "t"), pa.array([n], pa.int64()))
+    assert cache.size <= 1 << 20
+    assert cache.get((0, 9_999, "t")) is not None and cache.get((0, 0, "t")) is None
+    assert len(cache._entries) <= (1 << 20) // 2048
 
 
 def test_the_query_cache_is_a_metric(engine: Engine) -> None:

@@ -93,6 +93,8 @@ class EngineConfig:
     query_limits: QueryLimits = field(default_factory=QueryLimits)
     query_memory_limit: str = "1GB"  # per logstore index
     query_cache_bytes: int = 256 << 20  # per logstore index: columns of sealed log groups
+    # a compacted segment's rows leave the index if its log groups average this many logs
+    seal_min_group_logs: int = 256
     index_wait: float = 1.0  # seconds a query waits for the index to take in recent writes
     clock: Clock = wall_clock
 
@@ -546,18 +548,15 @@ class Engine:
             self._index_path(uid),
             memory_limit=self.config.query_memory_limit,
             sealed_cache_bytes=self.config.query_cache_bytes,
+            seal_min_logs=self.config.seal_min_group_logs,
         )
-        store.shard_logs = lambda: self._shard_logs(uid)
+        runtime = next((r for r in self._stores.values() if r.info.uid == uid), None)
+        if runtime is not None:
+            # without the engine's lock: a deletion holds it while it closes the
+            # store, which waits for the queries reading the shard logs
+            store.shard_logs = _live_shards_of(runtime)
         self._indexes[uid] = store
         return store
-
-    def _shard_logs(self, uid: str) -> dict[ShardId, ShardLog]:
-        """The shard logs of the logstore ``uid`` (none once it is deleted)."""
-        with self._lock:
-            for runtime in self._stores.values():
-                if runtime.info.uid == uid and not runtime.deleted:
-                    return dict(runtime.shards)
-        return {}
 
     def _drop_index(self, uid: str) -> None:
         store = self._indexes.pop(uid, None)
@@ -1139,6 +1138,11 @@ class Engine:
 
 def _shards_of(runtime: LogstoreRuntime) -> Callable[[], dict[ShardId, ShardLog]]:
     return lambda: dict(runtime.shards)
+
+
+def _live_shards_of(runtime: LogstoreRuntime) -> Callable[[], dict[ShardId, ShardLog]]:
+    """The logstore's shard logs; none once it is deleted."""
+    return lambda: {} if runtime.deleted else dict(runtime.shards)
 
 
 @dataclass(frozen=True, slots=True)

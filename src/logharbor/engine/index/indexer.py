@@ -256,13 +256,12 @@ class Indexer:
             for target in self._targets():
                 if self._stop.is_set():
                     break
+                store = target.store
                 try:
-                    store = target.store
                     busy |= self._seal(target) or store.refilter_step() or store.rewrite_if_sparse()
                 except Exception:
-                    if target.store.closed:
-                        continue  # dropped meanwhile
-                    raise
+                    if not store.closed:  # (else dropped meanwhile) the others go on
+                        log.exception("idle work on an index failed: %s", store.path)
         return busy
 
     @staticmethod

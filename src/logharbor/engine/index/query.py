@@ -215,12 +215,15 @@ class QueryRunner:
             timer.start()
             if cancel is not None:
                 cancel.bind(cursor.interrupt)
+            logs = Source(store, cursor)
             try:
                 cursor.execute("BEGIN TRANSACTION")
-                yield Source(store, cursor)
+                yield logs
             except duckdb.Error as exc:
                 if cancel is not None and cancel.cancelled:
                     raise ServiceError(ErrorCode.QUERY_TIMEOUT, "the query was cancelled") from None
+                if logs.failure is not None:  # reading sealed logs failed, not the SQL
+                    raise logs.failure from None
                 raise _session_error(exc, store, self.limits) from None
             finally:
                 if cancel is not None:

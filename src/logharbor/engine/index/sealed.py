@@ -20,7 +20,7 @@ import re
 import threading
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,7 +33,7 @@ from ..._native import speedups
 from ...protocol.codec import FRAME_HEADER, FRAME_HEADER_SIZE, Compression, encode_frame
 from ...protocol.errors import ErrorCode, ServiceError
 from .. import columnar
-from ..shardlog import COLUMNAR
+from ..shardlog import COLUMNAR, ShardLog
 from ..types import Position, ShardId
 from . import tokens
 from .indexer import _text, _unique, decode_frames, decode_group
@@ -240,22 +240,31 @@ class ColumnCache:
             return found
 
     def put(self, key: tuple[int, int, str], array: pa.Array) -> None:
-        size = array.nbytes
+        size = _cost(array)
         if size > self.max_bytes // 8:
             return  # one group's column must not push out everything else
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self._bytes -= old.nbytes
+                self._bytes -= _cost(old)
             self._entries[key] = array
             self._bytes += size
             while self._bytes > self.max_bytes:
                 _, evicted = self._entries.popitem(last=False)
-                self._bytes -= evicted.nbytes
+                self._bytes -= _cost(evicted)
 
     @property
     def size(self) -> int:
         return self._bytes
+
+
+# what an entry costs beyond its buffers: the key, the dictionary's node, the
+# array's objects, the buffers' padding (measured: 1.4 kB with groups of one log)
+_ENTRY_COST = 2048
+
+
+def _cost(array: pa.Array) -> int:
+    return int(array.nbytes) + _ENTRY_COST
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +309,9 @@ class Source:
         self.groups: list[SealedGroup] = []
         # the logs in scope of each group in scope, if not all (``keep_rows``)
         self.picks: dict[tuple[int, int], list[int]] | None = None
+        self.shard_logs: Mapping[ShardId, ShardLog] | None = None  # (``narrow``)
+        # what failed while DuckDB read a stream (it reports it as its own error)
+        self.failure: ServiceError | None = None
         self._streams = itertools.count()
 
     def narrow(
@@ -336,21 +348,31 @@ class Source:
             order = "shard, pos DESC" if limit_rows[1] else order
             # enough groups to hold the rows: the cumulative count reaches them
             limit = f"QUALIFY sum(rows) OVER (ORDER BY {order}) - rows < {int(limit_rows[0])}"
-        rows = self.db.execute(
+        if blocks is not None and not unfiltered and len(blocks):  # a range of blocks
+            low, high = min(blocks), max(blocks)
+            last = f"blk + (blk_row + rows - 1) // {tokens.BLOCK_ROWS}"
+            where.append(f"blk <= {int(high)} AND {last} >= {int(low)}")
+        result = self.db.execute(
             f"SELECT rowid, shard, pos, t_min, t_max, rows, blk, blk_row FROM sealed "
-            f"WHERE {' AND '.join(where)} {limit} ORDER BY shard, pos LIMIT {MAX_GROUPS + 1}"
-        ).fetchall()
-        if len(rows) > MAX_GROUPS:  # each takes memory here, and time to read
-            raise ServiceError(
-                ErrorCode.QUERY_TOO_LARGE,
-                f"the query would read more than {MAX_GROUPS:,} sealed log groups; "
-                "narrow the time range",
-            )
-        groups = [SealedGroup(*(int(v) for v in row)) for row in rows]
-        if blocks is not None:
-            groups = self._in_blocks(groups, blocks, unfiltered=unfiltered)
+            f"WHERE {' AND '.join(where)} {limit} ORDER BY shard, pos"
+        )
+        groups: list[SealedGroup] = []
+        while chunk := result.fetchmany(65_536):  # only the groups kept are held
+            found = [SealedGroup(*(int(v) for v in row)) for row in chunk]
+            if blocks is not None:
+                found = self._in_blocks(found, blocks, unfiltered=unfiltered)
+            groups += found
+            if len(groups) > MAX_GROUPS:  # each takes memory here, and time to read
+                raise ServiceError(
+                    ErrorCode.QUERY_TOO_LARGE,
+                    f"the query would read more than {MAX_GROUPS:,} sealed log groups; "
+                    "narrow the time range",
+                )
         self.groups = groups
         self.picks = None
+        if self.shard_logs is None and self.store.shard_logs is not None:
+            # looked up here, never while DuckDB reads a stream (``Engine`` locks)
+            self.shard_logs = self.store.shard_logs()
 
     def keep_rows(self, rids: list[int]) -> None:
         """Keep in scope only the sealed logs among the row ids ``rids`` (those of
@@ -411,7 +433,7 @@ class Source:
         known = set(self.store.columns().values())
         fields = sorted(set(_FIELD_COLUMN.findall(sql)) & known, key=lambda c: int(c[1:]))
         # the columns the statement may name (a word of the SQL), the time at least
-        names = [n for n in _TYPES if n == "t" or re.search(rf"\b{n}\b", sql)]
+        names = [n for n in _TYPES if n == "t" or (n != "rid" and re.search(rf"\b{n}\b", sql))]
         if ROWID in sql:
             names.append("rid")
         # a page's few logs go as plain strings; whole groups as dictionaries
@@ -474,6 +496,12 @@ class Source:
                 pending.append(jobs.popleft().result())
             if pending:
                 yield from _joined(pending, schema)
+        except ServiceError as exc:  # the query answers with it, not as an SQL error
+            self.failure = exc
+            raise
+        except Exception as exc:
+            self.failure = ServiceError(ErrorCode.INTERNAL, f"cannot read sealed logs: {exc}")
+            raise
         finally:
             for job in jobs:  # abandoned (the query was stopped): drop what is queued
                 job.cancel()
@@ -484,7 +512,7 @@ class Source:
         """Each group with its ``cached`` columns, or else its stored record
         (compression, raw size, log count, payload), read run by run of
         consecutive positions."""
-        shard_logs = self.store.shard_logs() if self.store.shard_logs is not None else {}
+        shard_logs = self.shard_logs or {}
         found = [cached(g) for g in groups]
         for (shard, _, read), run_items in itertools.groupby(
             enumerate(groups),

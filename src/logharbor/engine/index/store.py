@@ -75,7 +75,11 @@ CREATE TABLE IF NOT EXISTS sealed (
 );
 """
 MAX_COLUMNS = 256
+# a sealed log group holds at most this many logs (a sealed row's id keeps its
+# index in 20 bits)
+_MAX_SEALED_GROUP_LOGS = 1 << 20
 _CLOSE_PATIENCE = 10.0  # seconds to wait for interrupted calls when closing
+_REWRITE_PATIENCE = 5.0  # seconds a file rewrite waits for running queries to end
 ROW_GROUP_ROWS = 16_384
 _DATABASE = "logindex"
 FIELD_PREFIX = "c:"  # decoded tables name a field's column "c:<field name>"
@@ -133,10 +137,14 @@ class IndexStore:
         memory_limit: str = "1GB",
         threads: int = 2,
         sealed_cache_bytes: int = 256 << 20,
+        seal_min_logs: int = 256,
     ) -> None:
         from .sealed import ColumnCache  # (sealed imports this module)
 
         self.path = path
+        # a segment is sealed only if its log groups hold this many logs on average:
+        # queries read sealed logs a group at a time, and small ones would slow them
+        self.seal_min_logs = seal_min_logs
         # the columns of sealed groups that queries read lately (``sealed.py``)
         self.sealed_cache = ColumnCache(sealed_cache_bytes)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -259,9 +267,10 @@ class IndexStore:
         ``share`` of its file are free blocks (DuckDB reuses them but never gives
         them back: sealing or retention can empty most of a file); True if it
         was rewritten; looked at only after rows were deleted (``emptied``).
-        Queries wait meanwhile (new ones from the start, running
-        ones are waited for, 30 s at most, else it is left for later).  A crash
-        at any point leaves the old file or the new one whole."""
+        Queries wait meanwhile (new ones from the start, running ones are waited
+        for, 5 s at most, else it is left for another time; writes are not held up
+        while it waits).  A crash at any point leaves the old file or the new one
+        whole."""
         with self._write_lock:
             if self.closed or not self.emptied:
                 return False
@@ -273,28 +282,35 @@ class IndexStore:
             free, total, block = (int(v) for v in row)
             if free * block < min_free or free < total * share:
                 return False
-            with self._state:
-                self._rewriting = True
-                deadline = time.monotonic() + 30
-                while self._active and time.monotonic() < deadline:
-                    self._state.wait(0.1)
-                if self._active:
-                    self._rewriting = False
-                    self._state.notify_all()
+        with self._state:  # new readers wait from here; the running ones end first
+            self._rewriting = True
+            deadline = time.monotonic() + _REWRITE_PATIENCE
+            while self._active and time.monotonic() < deadline:
+                self._state.wait(0.05)
+            drained = not self._active
+        try:
+            if not drained:
+                self.emptied = True  # busy: another time
+                return False
+            with self._write_lock:
+                if self.closed:
                     return False
-            try:
                 self._db.execute("CHECKPOINT")
-                self._cursors.close()
-                self._db.close()
-                _copy_database(self.path, _rewrite_path(self.path), self._settings)
-                os.replace(_rewrite_path(self.path), self.path)
-                fsync_directory(self.path.parent)
-            finally:
-                self._connect()  # the new file, or the old one if the copy failed
-                with self._state:
-                    self._rewriting = False
-                    self._state.notify_all()
-        return True
+                try:
+                    self._cursors.close()
+                    self._db.close()
+                    _copy_database(self.path, _rewrite_path(self.path), self._settings)
+                    os.replace(_rewrite_path(self.path), self.path)
+                    fsync_directory(self.path.parent)
+                finally:
+                    with contextlib.suppress(duckdb.Error):  # if it was not yet
+                        self._db.close()
+                    self._connect()  # the new file, or the old one if the copy failed
+            return True
+        finally:
+            with self._state:
+                self._rewriting = False
+                self._state.notify_all()
 
     def progress(self) -> dict[ShardId, Position]:
         with self._write_lock:
@@ -464,8 +480,10 @@ class IndexStore:
                 """
             ).fetchall()
             rows = []
+            if not groups or sum(g[3] for g in groups) < self.seal_min_logs * len(groups):
+                return 0  # small log groups: read one by one, they would slow queries
             for pos, t_min, t_max, n, low, high, blk, last, in_first, extra in groups:
-                if extra or low != 0 or high != n - 1:
+                if extra or low != 0 or high != n - 1 or n > _MAX_SEALED_GROUP_LOGS:
                     return 0
                 spans = last > blk
                 blk_row = tokens.BLOCK_ROWS - in_first if spans else 0
@@ -474,6 +492,8 @@ class IndexStore:
                 if blk >= 0 and last != blk + (blk_row + n - 1) // tokens.BLOCK_ROWS:
                     return 0
                 rows.append((int(shard), pos, t_min, t_max, n, blk, blk_row))
+            # before the commit: a query whose snapshot has the seal must look
+            self.has_sealed = self.has_sealed or bool(rows)
             db.execute("BEGIN TRANSACTION")
             try:
                 if rows:
@@ -484,7 +504,6 @@ class IndexStore:
                 db.execute("ROLLBACK")
                 raise
             self.emptied = True
-            self.has_sealed = self.has_sealed or bool(rows)
         return len(rows)
 
     def drop_before(self, shard: ShardId, position: Position) -> None:
