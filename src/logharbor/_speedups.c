@@ -1517,6 +1517,9 @@ static const char *parse_head_of(const uint8_t *p, const uint8_t *end, Head *h, 
     uint64_t sizes[3];
     for (int i = 0; i < 3; i++)
         if (stream_varint(&s, &sizes[i]) < 0) return truncated;
+    /* every log takes a byte at least of the schema and time streams: a damaged
+     * count cannot make the readers allocate for more logs than that */
+    if (h->logs > sizes[0] || h->logs > sizes[1]) return "columnar head of too many logs";
     h->sections = s.at;
     for (uint64_t i = 0; i < h->name_count; i++)
         if (stream_varint(&s, &len) < 0) return truncated;

@@ -60,6 +60,8 @@ def group_rows(
     ``dictionaries`` (what queries read: the values of most fields repeat)."""
     if speedups is not None and columnar.is_typed(payload):
         group = columnar.TypedGroup(payload, raw_size)
+        if group.logs != log_count:  # (the record's header is checksummed, the body not)
+            raise columnar.ColumnarError("the columnar body's log count is not the record's")
         table = _typed_rows(group, shard, position, wanted, base, dictionaries)
         if table is not None:
             return table
