@@ -378,7 +378,8 @@ def test_the_index_file_is_rewritten_once_mostly_free(engine: Engine) -> None:
     assert not store.rewrite_if_sparse()  # a few MB free: not worth it
     store.emptied = True
     assert store.rewrite_if_sparse(min_free=0, share=0.0)
-    assert blocks_of(store) == (used, 0)
+    used_after, free_after = blocks_of(store)
+    assert free_after == 0 and used_after <= used + 2  # (a copy may lay tables out anew)
     assert answers(engine) == before
     progress = store.progress()
     store.append(BASE_SCHEMA.empty_table(), 0, progress[0] + 1)  # it still takes writes
