@@ -136,8 +136,8 @@ RARE = "quokka"
 PATHS = ["/api/v1/orders", "/api/v1/users", "/health", "/api/v2/search"]
 
 
-def make_engine(path: Path) -> Engine:
-    eng = Engine(
+def open_engine(path: Path) -> Engine:
+    return Engine(
         EngineConfig(
             ingest_workers=0,
             data_dir=path,
@@ -147,6 +147,10 @@ def make_engine(path: Path) -> Engine:
             seal_min_group_logs=100,  # (these log groups hold 150 logs)
         )
     )
+
+
+def make_engine(path: Path) -> Engine:
+    eng = open_engine(path)
     eng.create_project("shop")
     eng.create_logstore("shop", "access", shard_count=2)
     keys = {**ACCESS_INDEX["keys"], "doc": {"type": "json"}}
@@ -321,14 +325,7 @@ def test_sealed_groups_survive_a_restart_and_retention_drops_them(
     seal_everything(engine)
     before = answers(engine)
     engine.close()
-    reopened = Engine(
-        EngineConfig(
-            ingest_workers=0,
-            data_dir=tmp_path / "e",
-            retention_interval=3600,
-            seal_min_group_logs=100,
-        )
-    )
+    reopened = open_engine(tmp_path / "e")
     try:
         assert answers(reopened) == before
         reopened.update_logstore("shop", "access", ttl=1)
@@ -520,14 +517,7 @@ def test_a_corrupt_sealed_record_is_an_error_of_the_server_not_of_the_query(
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0xFF  # inside a record: its checksum no longer matches
     segment.write_bytes(bytes(data))
-    reopened = Engine(
-        EngineConfig(
-            ingest_workers=0,
-            data_dir=tmp_path / "e",
-            retention_interval=3600,
-            seal_min_group_logs=100,
-        )
-    )
+    reopened = open_engine(tmp_path / "e")
     try:
         with pytest.raises(ServiceError) as caught:
             reopened.query("shop", "access", "* | select count(*), max(msg)", *WIDE)
