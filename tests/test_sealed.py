@@ -530,10 +530,27 @@ def test_a_corrupt_sealed_record_is_an_error_of_the_server_not_of_the_query(
 def test_the_cache_counts_what_its_entries_cost_beyond_their_buffers() -> None:
     cache = sealed.ColumnCache(1 << 20)
     for n in range(10_000):  # tiny columns: a log group of one log each
-        cache.put((0, n, "t"), pa.array([n], pa.int64()))
+        cache.put((0, 0, n, "t"), pa.array([n], pa.int64()))
     assert cache.size <= 1 << 20
-    assert cache.get((0, 9_999, "t")) is not None and cache.get((0, 0, "t")) is None
+    assert cache.get((0, 0, 9_999, "t")) is not None and cache.get((0, 0, 0, "t")) is None
     assert len(cache._entries) <= (1 << 20) // 2048
+
+
+def test_one_cache_serves_every_index_of_the_server(engine: Engine, tmp_path: Path) -> None:
+    """``query_cache_bytes`` bounds the server's memory, however many logstores are
+    indexed: their stores share one cache, each with keys of its own."""
+    seal_everything(engine)
+    engine.create_logstore("shop", "other", shard_count=2)
+    keys = {**ACCESS_INDEX["keys"], "doc": {"type": "json"}}
+    engine.create_index("shop", "other", {**ACCESS_INDEX, "keys": keys})
+    mine = engine._indexes[engine._runtime("shop", "access").info.uid].sealed_cache
+    other = engine._indexes[engine._runtime("shop", "other").info.uid].sealed_cache
+    assert mine.cache is other.cache is engine.query_cache and mine.token != other.token
+    engine.query("shop", "access", "* | select count(*)", *WIDE)
+    assert engine.query_cache.size > 0
+    group = sealed.SealedGroup(0, 0, 0, 0, 0, 1, 0, 0)
+    mine.put(group, "t", pa.array([1], pa.int64()))
+    assert other.get(group, "t") is None and mine.get(group, "t") is not None
 
 
 def test_the_query_cache_is_a_metric(engine: Engine) -> None:
@@ -547,10 +564,9 @@ def test_the_query_cache_is_a_metric(engine: Engine) -> None:
         for family in EngineCollector(engine).collect()
         for sample in family.samples
     }
-    where = (("logstore", "access"), ("project", "shop"))
-    assert 0 < found[("logharbor_query_cache_bytes", where)] <= 256 << 20
-    hits = found[("logharbor_query_cache_reads_total", (*where, ("result", "hit")))]
-    misses = found[("logharbor_query_cache_reads_total", (*where, ("result", "miss")))]
+    assert 0 < found[("logharbor_query_cache_bytes", ())] <= 256 << 20
+    hits = found[("logharbor_query_cache_reads_total", (("result", "hit"),))]
+    misses = found[("logharbor_query_cache_reads_total", (("result", "miss"),))]
     assert hits >= misses > 0
 
 

@@ -38,6 +38,7 @@ from .consumer import (
 from .index.config import IndexConfig, parse_index_config
 from .index.indexer import IndexedLogstore, Indexer, decode_frames_ipc
 from .index.query import Bucket, Cancellation, LogRow, QueryLimits, QueryResult, QueryRunner
+from .index.sealed import ColumnCache
 from .index.store import IndexStore, index_deleted
 from .ingest import IngestPool, Limits, PreparedGroup
 from .names import check_description, check_name
@@ -92,7 +93,7 @@ class EngineConfig:
     auto_split_bytes_per_second: int = 5 << 20
     query_limits: QueryLimits = field(default_factory=QueryLimits)
     query_memory_limit: str = "1GB"  # per logstore index
-    query_cache_bytes: int = 256 << 20  # per logstore index: columns of sealed log groups
+    query_cache_bytes: int = 256 << 20  # columns of sealed log groups kept for queries
     # a compacted segment's rows leave the index if its log groups average this many logs
     seal_min_group_logs: int = 256
     index_wait: float = 1.0  # seconds a query waits for the index to take in recent writes
@@ -124,6 +125,8 @@ class Engine:
         self._indexes: dict[str, IndexStore] = {}
         self._deletion_listeners: list[Callable[[str, str | None], None]] = []
         self.compaction = CompactionStatistics()  # updated by the maintenance thread
+        # the columns of sealed log groups that queries read lately, of every index
+        self.query_cache = ColumnCache(config.query_cache_bytes)
         self._load()
         for uid in self.catalog.index_configs():
             self._open_index(uid)
@@ -547,7 +550,7 @@ class Engine:
         store = IndexStore(
             self._index_path(uid),
             memory_limit=self.config.query_memory_limit,
-            sealed_cache_bytes=self.config.query_cache_bytes,
+            sealed_cache=self.query_cache,
             seal_min_logs=self.config.seal_min_group_logs,
         )
         runtime = next((r for r in self._stores.values() if r.info.uid == uid), None)
@@ -731,20 +734,6 @@ class Engine:
                     index_bytes = index.path.stat().st_size
             found.append((runtime.info.project, runtime.info.name, shards, index_bytes))
         return found
-
-    def query_caches(self) -> list[tuple[str, str, int, int, int]]:
-        """(project, logstore, bytes held, columns found, columns not found) of the
-        cache of sealed columns of every indexed logstore."""
-        return [
-            (
-                runtime.info.project,
-                runtime.info.name,
-                store.sealed_cache.size,
-                store.sealed_cache.hits,
-                store.sealed_cache.misses,
-            )
-            for store, runtime in self._indexed_stores()
-        ]
 
     def index_lags(self) -> list[tuple[str, str, int]]:
         """(project, logstore, log groups written but not yet searchable) of every

@@ -50,7 +50,7 @@ class ServerConfig:
     query_max_range_days: int = 3650
     query_max_concurrency: int = 4
     query_memory_limit: str = "1GB"  # per logstore index
-    query_cache_bytes: int = 256 << 20  # per logstore index: columns of sealed log groups
+    query_cache_bytes: int = 256 << 20  # columns of sealed log groups kept for queries
     query_max_answer_bytes: int = 256 << 20  # an answer's memory in the server, about
     log_level: str = "info"
     # InLong facade (docs/inlong.md): DataProxy TCP port (-1: off, 0: pick a free one)

@@ -44,22 +44,18 @@ class _EngineCollector(Collector):
         for project, logstore, behind in self.engine.index_lags():
             lag.add_metric([project, logstore], behind)
         yield lag
-        cache = GaugeMetricFamily(
+        cache = self.engine.query_cache
+        yield GaugeMetricFamily(
             "logharbor_query_cache_bytes",
             "Columns of sealed log groups kept decoded for queries (query_cache_bytes)",
-            labels=["project", "logstore"],
+            value=cache.size,
         )
-        reads = CounterMetricFamily(
+        yield _counters(
             "logharbor_query_cache_reads",
             "Columns of sealed log groups queries asked the cache for, found or not",
-            labels=["project", "logstore", "result"],
+            "result",
+            {"hit": cache.hits, "miss": cache.misses},
         )
-        for project, logstore, held, hits, misses in self.engine.query_caches():
-            cache.add_metric([project, logstore], held)
-            reads.add_metric([project, logstore, "hit"], hits)
-            reads.add_metric([project, logstore, "miss"], misses)
-        yield cache
-        yield reads
         storage = GaugeMetricFamily(
             "logharbor_storage_bytes",
             "Bytes on disk: shard logs (kind=shards) and search index (kind=index)",

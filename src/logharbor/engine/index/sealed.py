@@ -220,18 +220,22 @@ _TYPES = {
 class ColumnCache:
     """The columns of sealed groups queries read lately, as queries read them (a
     field's values, the times, topic, source, tags), least recently used first
-    out: at most ``max_bytes`` of Arrow buffers.  A sealed group never changes,
-    so nothing is ever stale; a group retention dropped is no longer asked for."""
+    out: at most ``max_bytes`` of Arrow buffers, for every index store of the
+    server together.  Keys are (the store's ``cache_token``, shard, position,
+    column).  A sealed group never changes, so nothing is ever stale; a group
+    retention dropped, or of a deleted index (tokens are never reused), is no
+    longer asked for and leaves in its turn."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[int, int, str], pa.Array] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, int, int, str], pa.Array] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0  # columns found (the metrics export these)
         self.misses = 0
+        self._tokens = itertools.count()
 
-    def get(self, key: tuple[int, int, str]) -> pa.Array | None:
+    def get(self, key: tuple[int, int, int, str]) -> pa.Array | None:
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
@@ -241,7 +245,7 @@ class ColumnCache:
                 self.misses += 1
             return found
 
-    def put(self, key: tuple[int, int, str], array: pa.Array) -> None:
+    def put(self, key: tuple[int, int, int, str], array: pa.Array) -> None:
         size = _cost(array)
         if size > self.max_bytes // 8:
             return  # one group's column must not push out everything else
@@ -258,6 +262,24 @@ class ColumnCache:
     @property
     def size(self) -> int:
         return self._bytes
+
+    def view(self) -> StoreCache:
+        """The part of the cache of one index store (a token never used before)."""
+        return StoreCache(self, next(self._tokens))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCache:
+    """One index store's entries of a ``ColumnCache``."""
+
+    cache: ColumnCache
+    token: int
+
+    def get(self, group: SealedGroup, name: str) -> pa.Array | None:
+        return self.cache.get((self.token, group.shard, group.pos, name))
+
+    def put(self, group: SealedGroup, name: str, array: pa.Array) -> None:
+        self.cache.put((self.token, group.shard, group.pos, name), array)
 
 
 # what an entry costs beyond its buffers: the key, the dictionary's node, the
@@ -547,11 +569,11 @@ Stored = tuple[int, int, int, bytes]  # a record: compression, raw size, log cou
 Columns = dict[str, pa.Array]
 
 
-def _cached(cache: ColumnCache, group: SealedGroup, names: list[str]) -> dict[str, pa.Array] | None:
+def _cached(cache: StoreCache, group: SealedGroup, names: list[str]) -> Columns | None:
     """The group's columns ``names`` from the cache, or None if any is not there."""
     found = {}
     for name in names:
-        array = cache.get((group.shard, group.pos, name))
+        array = cache.get(group, name)
         if array is None:
             return None
         found[name] = array
@@ -572,7 +594,7 @@ def _group_table(
     source: Stored | Columns,
     schema: pa.Schema,
     fields: dict[str, str],
-    cache: ColumnCache,
+    cache: StoreCache,
     picks: list[int] | None = None,
 ) -> pa.Table:
     """One sealed group's rows (those at ``picks``, if given) as the stream's
@@ -604,7 +626,7 @@ def _group_table(
                 columns[name] = table[FIELD_PREFIX + fields[name]].combine_chunks()
             else:  # a field the group does not have
                 columns[name] = pa.nulls(table.num_rows, _FIELD)
-            cache.put((group.shard, group.pos, name), columns[name])
+            cache.put(group, name, columns[name])
     return _conform(columns, group, schema, picks)
 
 

@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -49,6 +49,9 @@ from ...protocol.errors import ErrorCode, ServiceError
 from ..shardlog import ShardLog, fsync_directory
 from ..types import Position, ShardId
 from . import tokens
+
+if TYPE_CHECKING:
+    from .sealed import ColumnCache
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs (
@@ -136,7 +139,7 @@ class IndexStore:
         *,
         memory_limit: str = "1GB",
         threads: int = 2,
-        sealed_cache_bytes: int = 256 << 20,
+        sealed_cache: ColumnCache | None = None,
         seal_min_logs: int = 256,
     ) -> None:
         from .sealed import ColumnCache  # (sealed imports this module)
@@ -145,8 +148,9 @@ class IndexStore:
         # a segment is sealed only if its log groups hold this many logs on average:
         # queries read sealed logs a group at a time, and small ones would slow them
         self.seal_min_logs = seal_min_logs
-        # the columns of sealed groups that queries read lately (``sealed.py``)
-        self.sealed_cache = ColumnCache(sealed_cache_bytes)
+        # the columns of sealed groups that queries read lately (``sealed.py``), in
+        # the server's cache if given (else one of 256 MB of its own)
+        self.sealed_cache = (sealed_cache or ColumnCache(256 << 20)).view()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._settings: dict[str, str | int | float | list[str]] = {
             "memory_limit": memory_limit,
