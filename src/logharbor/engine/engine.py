@@ -557,7 +557,7 @@ class Engine:
         if runtime is not None:
             # without the engine's lock: a deletion holds it while it closes the
             # store, which waits for the queries reading the shard logs
-            store.shard_logs = _live_shards_of(runtime)
+            store.shard_logs = _shards_of(runtime)
         self._indexes[uid] = store
         return store
 
@@ -1126,10 +1126,6 @@ class Engine:
 
 
 def _shards_of(runtime: LogstoreRuntime) -> Callable[[], dict[ShardId, ShardLog]]:
-    return lambda: dict(runtime.shards)
-
-
-def _live_shards_of(runtime: LogstoreRuntime) -> Callable[[], dict[ShardId, ShardLog]]:
     """The logstore's shard logs; none once it is deleted."""
     return lambda: {} if runtime.deleted else dict(runtime.shards)
 

@@ -257,8 +257,8 @@ class QueryRunner:
         with self._session(store, cancel) as logs:
             where = _where(logs, search, config, columns, from_ns, to_ns, topic)
             if sql is not None:
-                analysis = logs.statement(self._analysis(sql, where, config, columns))
-                keys, rows = _fetch_bounded(logs.db, analysis, self.limits, _SMALLER_ANSWER)
+                analysis = self._analysis(sql, where, config, columns)
+                keys, rows = _fetch_bounded(logs, analysis, self.limits, _SMALLER_ANSWER)
                 result = QueryResult(
                     True, keys=keys, rows=rows, where_query=search or "*", agg_query=sql
                 )
@@ -312,11 +312,11 @@ class QueryRunner:
             if key is not None and key.type in _SQL_TYPES:
                 value = f"TRY_CAST({value} AS {_SQL_TYPES[key.type]})"
             selected.append(f"{value} AS {_quote(name)}")
-        # only the columns the SQL reads: the others would be read for nothing
+        # only the columns the SQL reads (names are case-insensitive): the others
+        # would be read for nothing
+        named = {f.lower() for f in fields}
         base = [
-            f"{expr} AS {name}"
-            for name, expr in _BASE_COLUMNS.items()
-            if star or name in fields or name.lower() in {f.lower() for f in fields}
+            f"{expr} AS {name}" for name, expr in _BASE_COLUMNS.items() if star or name in named
         ] or ["t AS __time_ns__"]
         cte = f"SELECT {', '.join(base + selected)} FROM {LOGS} WHERE {where}"
         final = tree.with_("log", as_=cte, dialect="duckdb", copy=False)
@@ -355,11 +355,9 @@ class QueryRunner:
         with self._session(store, cancel) as logs:
             where = _where(logs, search, config, store.columns(), from_ns, to_ns, topic)
             _, rows = _fetch(
-                logs.db,
-                logs.statement(
-                    f"SELECT (t - {start}) // {step} AS b, count(*) FROM {LOGS} "
-                    f"WHERE {where} GROUP BY b"
-                ),
+                logs,
+                f"SELECT (t - {start}) // {step} AS b, count(*) FROM {LOGS} "
+                f"WHERE {where} GROUP BY b",
             )
         counts = {int(b): int(c) for b, c in rows}
         buckets = []
@@ -390,20 +388,16 @@ class QueryRunner:
         with self._session(store) as logs:
             logs.around(shard, position, back, forward)
             _, older = _fetch_bounded(
-                logs.db,
-                logs.statement(
-                    f"SELECT {columns} FROM {LOGS} WHERE {at} AND {before} "
-                    f"ORDER BY pos DESC, idx DESC LIMIT {int(back)}"
-                ),
+                logs,
+                f"SELECT {columns} FROM {LOGS} WHERE {at} AND {before} "
+                f"ORDER BY pos DESC, idx DESC LIMIT {int(back)}",
                 self.limits,
                 _FEWER_LOGS,
             )
             _, newer = _fetch_bounded(
-                logs.db,
-                logs.statement(
-                    f"SELECT {columns} FROM {LOGS} WHERE {at} AND {after} "
-                    f"ORDER BY pos, idx LIMIT {int(forward)}"
-                ),
+                logs,
+                f"SELECT {columns} FROM {LOGS} WHERE {at} AND {after} "
+                f"ORDER BY pos, idx LIMIT {int(forward)}",
                 self.limits,
                 _FEWER_LOGS,
             )
@@ -427,36 +421,29 @@ def _page(
     reads, and only then read whole (from the groups that hold them)."""
     ordering = f"ORDER BY t {order}, shard {order}, pos {order}, idx {order}"
     window = f"LIMIT {int(line)} OFFSET {int(offset)}"
-    _, counted = _fetch(logs.db, logs.statement(f"SELECT count(*) FROM {LOGS} WHERE {where}"))
+    _, counted = _fetch(logs, f"SELECT count(*) FROM {LOGS} WHERE {where}")
     if not logs.groups:
         _, rows = _fetch_bounded(
-            logs.db,
-            logs.statement(
-                f"SELECT {_row_columns(columns)} FROM {LOGS} WHERE {where} {ordering} {window}"
-            ),
+            logs,
+            f"SELECT {_row_columns(columns)} FROM {LOGS} WHERE {where} {ordering} {window}",
             limits,
             _FEWER_LOGS,
         )
         return [_log_row(r, columns) for r in rows], int(counted[0][0])
-    _, keys = _fetch(
-        logs.db,
-        logs.statement(f"SELECT shard, pos, idx FROM {LOGS} WHERE {where} {ordering} {window}"),
-    )
+    _, keys = _fetch(logs, f"SELECT shard, pos, idx FROM {LOGS} WHERE {where} {ordering} {window}")
     if not keys:
         return [], int(counted[0][0])
     # the page's logs by key: a join with the keys (a list of conditions would be
     # tested on every row of the index's table)
     listed = ", ".join(f"({int(s)}, {int(p)}, {int(i)})" for s, p, i in keys)
     _, rows = _fetch_bounded(
-        logs.db,
-        logs.statement(
-            f"SELECT {_row_columns(columns)} FROM {LOGS} "
-            f"JOIN (VALUES {listed}) AS page(page_shard, page_pos, page_idx) "
-            f"ON shard = page_shard AND pos = page_pos AND idx = page_idx {ordering}",
-            only=_by_group(keys),
-        ),
+        logs,
+        f"SELECT {_row_columns(columns)} FROM {LOGS} "
+        f"JOIN (VALUES {listed}) AS page(page_shard, page_pos, page_idx) "
+        f"ON shard = page_shard AND pos = page_pos AND idx = page_idx {ordering}",
         limits,
         _FEWER_LOGS,
+        only=_by_group(keys),
     )
     return [_log_row(r, columns) for r in rows], int(counted[0][0])
 
@@ -469,8 +456,9 @@ def _by_group(keys: list[tuple[Any, ...]]) -> dict[tuple[int, int], list[int]]:
     return groups
 
 
-def _fetch(db: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    result = db.execute(sql)
+def _fetch(logs: Source, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """A small answer (a count, a page's keys, a histogram) of ``sql`` over ``logs``."""
+    result = logs.db.execute(logs.statement(sql))
     return [d[0] for d in result.description or []], result.fetchall()
 
 
@@ -479,13 +467,18 @@ _FEWER_LOGS = "ask for fewer logs at a time"
 
 
 def _fetch_bounded(
-    db: duckdb.DuckDBPyConnection, sql: str, limits: QueryLimits, advice: str
+    logs: Source,
+    sql: str,
+    limits: QueryLimits,
+    advice: str,
+    only: dict[tuple[int, int], list[int]] | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """An answer, refused once it passes ``max_rows`` rows or takes about
+    """The answer of ``sql`` over ``logs`` (``only`` those sealed logs, if given:
+    ``Source.statement``), refused once it passes ``max_rows`` rows or takes about
     ``max_answer_bytes`` of memory: read in chunks, so that an answer of millions of
     rows never sits in memory whole (``select * from log`` over 2M logs took 820 MB),
     nor a page of a few huge logs."""
-    result = db.execute(sql)
+    result = logs.db.execute(logs.statement(sql, only=only))
     keys = [d[0] for d in result.description or []]
     rows: list[tuple[Any, ...]] = []
     size = 0

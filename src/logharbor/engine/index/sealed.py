@@ -136,18 +136,7 @@ def _typed_rows(
         elif name in ("topic", "source"):
             arrays.append(_repeat(pa.array([topic if name == "topic" else source]), count))
         else:  # tags: the group's, in every log
-            width = len(tags)
-            entries = _index(count * width)
-            if width:
-                entries = pc.subtract(entries, pc.multiply(pc.divide(entries, width), width))
-            offsets = pc.multiply(_index(count + 1), width).cast(pa.int32())
-            arrays.append(
-                pa.MapArray.from_arrays(
-                    offsets,
-                    pc.take(pa.array([k for k, _ in tags], pa.string()), entries),
-                    pc.take(pa.array([v for _, v in tags], pa.string()), entries),
-                )
-            )
+            arrays.append(_repeat(pa.array([tags], MAP_TYPE), count))
     for name_id, name in enumerate(names):
         if wanted is not None and name not in wanted:
             continue
@@ -306,9 +295,19 @@ class SealedGroup:
 
     @property
     def last_block(self) -> int:
+        return self.block_of(self.rows - 1)
+
+    def block_of(self, index: int) -> int:
+        """The token-filter block of log ``index`` (blocks are ``BLOCK_ROWS``
+        consecutive rows; -1: before the filter existed)."""
         if self.blk < 0:
             return self.blk
-        return self.blk + (self.blk_row + self.rows - 1) // tokens.BLOCK_ROWS
+        return self.blk + (self.blk_row + index) // tokens.BLOCK_ROWS
+
+    def row_id(self, index: int) -> int:
+        """The ``rid`` of log ``index``: negative, unlike the index table's rowids
+        (``Source.keep_rows`` reads it back)."""
+        return -1 - ((self.key << _IDX_BITS) | index)
 
     def holds_any(self, blocks: Collection[int]) -> bool:
         """Whether any of the group's rows is in one of ``blocks``."""
@@ -701,7 +700,7 @@ def _conform(
             else:
                 arrays.append(_repeat(values, count))
         elif name == "tags":
-            arrays.append(pc.take(columns["group"].field(name), _zeros(count, pa.int64())))
+            arrays.append(_repeat(columns["group"].field(name), count))
         elif name == "shard":
             arrays.append(_repeat(pa.array([group.shard], pa.int32()), count))
         elif name == "pos":
@@ -709,14 +708,14 @@ def _conform(
         elif name == "idx":
             arrays.append(index.cast(pa.int32()))
         elif name == "blk":
-            if group.blk < 0:
+            if group.blk < 0:  # (before the token filter existed)
                 blocks = _repeat(pa.array([group.blk], pa.int32()), count)
             else:
                 first = pc.add(index, group.blk_row)
                 blocks = pc.add(pc.divide(first, tokens.BLOCK_ROWS), group.blk).cast(pa.int32())
             arrays.append(blocks)
         elif name == "rid":
-            arrays.append(pc.subtract(-1 - (group.key << _IDX_BITS), index))
+            arrays.append(pc.subtract(group.row_id(0), index))
         else:  # extra: sealed groups have no overflow fields (``IndexStore.seal``)
             arrays.append(pa.nulls(count, MAP_TYPE))
     return pa.table(arrays, names=schema.names)
@@ -744,10 +743,8 @@ def _follows(name: str, group: SealedGroup, index: int) -> int:
     if name == "idx":
         return index
     if name == "blk":
-        if group.blk < 0:
-            return group.blk
-        return group.blk + (group.blk_row + index) // tokens.BLOCK_ROWS
-    return -1 - ((group.key << _IDX_BITS) | index)  # rid
+        return group.block_of(index)
+    return group.row_id(index)
 
 
 _INDEXES = pa.array(range(1 << 16), pa.int64())
