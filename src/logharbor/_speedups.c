@@ -1336,6 +1336,17 @@ static int format_ipv4(char *out, const uint8_t *quad) {
     return len;
 }
 
+/* A formatted value (at most 20 bytes) appended to a column's length and value
+ * streams, which may take ``limit`` bytes at most. */
+static const char *append_value(Buf *lengths, Buf *values, const char *text, int len,
+                                uint64_t limit) {
+    if (lengths->len + values->len + 1 + (uint64_t)len > limit)
+        return "column larger than its log group";
+    if (buf_varint(lengths, (uint64_t)len) < 0 || buf_put(values, text, (size_t)len) < 0)
+        return "out of memory";
+    return NULL;
+}
+
 /* NULL on success, else a static error (out of memory included); the streams
  * may take ``limit`` bytes at most (a damaged dictionary could ask for the square
  * of its size) */
@@ -1370,10 +1381,8 @@ static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *
             if (stream_varint(&s, &zigzag) < 0) return truncated;
             int64_t value = (int64_t)(zigzag >> 1) ^ -(int64_t)(zigzag & 1);
             char text[24];
-            int len = format_int64(text, value);
-            if (lengths->len + values->len + 1 + (uint64_t)len > limit) return too_large;
-            if (buf_varint(lengths, (uint64_t)len) < 0 || buf_put(values, text, (size_t)len) < 0)
-                return "out of memory";
+            const char *error = append_value(lengths, values, text, format_int64(text, value), limit);
+            if (error) return error;
         }
         return NULL;
     case KIND_HEX:
@@ -1394,10 +1403,8 @@ static const char *untype_column(const uint8_t *p, size_t n, Buf *lengths, Buf *
         if ((s.end - s.at) % 4) return "address column of a broken width";
         for (const uint8_t *q = s.at; q < s.end; q += 4) {
             char text[16];
-            int len = format_ipv4(text, q);
-            if (lengths->len + values->len + 1 + (uint64_t)len > limit) return too_large;
-            if (buf_varint(lengths, (uint64_t)len) < 0 || buf_put(values, text, (size_t)len) < 0)
-                return "out of memory";
+            const char *error = append_value(lengths, values, text, format_ipv4(text, q), limit);
+            if (error) return error;
         }
         return NULL;
     case KIND_DICT: {

@@ -118,9 +118,10 @@ def _segment_base(name: str) -> tuple[Position, bool] | None:
     return None
 
 
-def fsync_directory(directory: Path) -> None:
-    """Make a directory's entries (files created, renamed, deleted) durable."""
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Make a file's data, or a directory's entries (files created, renamed,
+    deleted), durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -320,7 +321,7 @@ class ShardLog:
                 segment.fd = None
         if self._new_dir_entry:
             if self.durable:
-                fsync_directory(self.directory)
+                fsync_path(self.directory)
             self._new_dir_entry = False
 
     def publish(self) -> None:
@@ -387,7 +388,7 @@ class ShardLog:
                 segment.fd = None
             segment.path.unlink(missing_ok=True)
         if segments and self.durable:
-            fsync_directory(self.directory)
+            fsync_path(self.directory)
 
     # ---------------------------------------------------------- compaction
 
@@ -459,7 +460,7 @@ class ShardLog:
             return None
         os.replace(tmp, target)
         if self.durable:
-            fsync_directory(self.directory)
+            fsync_path(self.directory)
         replacement = Segment(segment.base, target, compacted=True)
         self._scan(replacement, verify=False, cut=False)
         if replacement.count != segment.count:
@@ -489,7 +490,7 @@ class ShardLog:
             return False
         segment.path.unlink(missing_ok=True)
         if self.durable:
-            fsync_directory(self.directory)
+            fsync_path(self.directory)
         return True
 
     def _close_active(self) -> None:
@@ -497,7 +498,7 @@ class ShardLog:
         if active.fd is not None and not active.dirty:
             if self.durable:
                 os.fsync(active.fd)
-                fsync_directory(self.directory)
+                fsync_path(self.directory)
             self._new_dir_entry = False
             os.close(active.fd)
             active.fd = None

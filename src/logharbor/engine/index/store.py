@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...protocol.errors import ErrorCode, ServiceError
-from ..shardlog import ShardLog, fsync_directory
+from ..shardlog import ShardLog, fsync_path
 from ..types import Position, ShardId
 from . import tokens
 
@@ -305,7 +305,7 @@ class IndexStore:
                     self._db.close()
                     _copy_database(self.path, _rewrite_path(self.path), self._settings)
                     os.replace(_rewrite_path(self.path), self.path)
-                    fsync_directory(self.path.parent)
+                    fsync_path(self.path.parent)
                 finally:
                     with contextlib.suppress(duckdb.Error):  # if it was not yet
                         self._db.close()
@@ -591,11 +591,7 @@ def _copy_database(
         db.execute("DETACH new")
     finally:
         db.close()
-    fd = os.open(target, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(target)
 
 
 def index_deleted() -> ServiceError:
