@@ -455,7 +455,7 @@ class Compiler:
                 self._hits[id(node)] = hits
                 if not hits:
                     return "FALSE"
-                listed = ", ".join(str(r) for r in sorted(hits))
+                listed = ", ".join(str(r) for r in hits)  # (sorted)
                 return f"({ROWID} IN (SELECT unnest([{listed}]::BIGINT[])))"
         matched = []
         for token, blocks in matches:
